@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY310 := $(shell command -v python3.10 2>/dev/null)
+DEMO_SECONDS ?= 60
+
+.PHONY: demo test lint typecheck pytest test-py310 docs clean
+
+$(VENV)/.runtime: pyproject.toml
+	bash deploy/os-deps.sh runtime
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.runtime
+	bash deploy/os-deps.sh test
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	bash deploy/os-deps.sh demo
+	$(BIN)/python deploy/demo/run_demo.py --seconds $(DEMO_SECONDS)
+
+test: lint typecheck pytest test-py310
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test
+	$(BIN)/python -m pytest
+
+# Jetson (JetPack 6) runs Python 3.10: the unit tests run there too when this machine has one.
+test-py310:
+ifdef PY310
+	$(PY310) -m venv .venv310
+	.venv310/bin/pip install --quiet --upgrade pip
+	.venv310/bin/pip install --quiet -e '.[test]'
+	.venv310/bin/python -m pytest tests/unit -q
+else
+	@echo "test-py310: no python3.10 on this machine; skipped"
+endif
+
+docs: $(VENV)/.runtime
+	$(BIN)/python -m edge_agent.config.docs --write README.md
+
+clean:
+	rm -rf $(VENV) .venv310 .venv-export .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,48 @@
+"""Validated configuration: one YAML file loaded into strict pydantic models."""
+
+from edge_agent.config.agent import (
+    MqttPublishAction,
+    MqttReadAction,
+    SnapshotAction,
+    TaskConfig,
+    TimeAction,
+    ToolConfig,
+    VoiceTaskConfig,
+    WatchTaskConfig,
+)
+from edge_agent.config.loader import ConfigError, ConfigIssue, load_config, parse_config
+from edge_agent.config.node import (
+    DeviceConfig,
+    HealthConfig,
+    LoggingConfig,
+    ModelConfig,
+    MqttConfig,
+    MqttTlsConfig,
+)
+from edge_agent.config.schema import Config
+from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig
+
+__all__ = [
+    "CameraConfig",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "CropConfig",
+    "DeviceConfig",
+    "HealthConfig",
+    "LoggingConfig",
+    "MicrophoneConfig",
+    "ModelConfig",
+    "MqttConfig",
+    "MqttPublishAction",
+    "MqttReadAction",
+    "MqttTlsConfig",
+    "SnapshotAction",
+    "TaskConfig",
+    "TimeAction",
+    "ToolConfig",
+    "VoiceTaskConfig",
+    "WatchTaskConfig",
+    "load_config",
+    "parse_config",
+]

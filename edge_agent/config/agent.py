@@ -1,0 +1,131 @@
+"""Config sections for what the agent does: standing tasks and the tools the model may call."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import Field, field_validator, model_validator
+
+from edge_agent.config.base import Identifier, Section, Topic
+from edge_agent.config.node import ImageBudget
+
+
+def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return schema
+
+
+JsonSchema = Annotated[dict[str, Any], Field(json_schema_extra={"type": "object"})]
+
+
+class WatchTaskConfig(Section):
+    """A standing question about a camera, answered on motion and/or on a timer."""
+
+    kind: Literal["watch"] = Field(description="'watch': a standing question about a camera.")
+    name: Identifier = Field(description="Task name, used in topics and Home Assistant.")
+    camera: Identifier = Field(description="Name of the camera (from 'cameras') to look at.")
+    question: str = Field(min_length=1, max_length=2000, description="The question asked about each frame.")
+    answer: JsonSchema = Field(
+        default_factory=lambda: {"type": "boolean"},
+        description="JSON Schema of the answer: boolean -> binary_sensor, enum or number -> sensor, "
+        "string -> sensor with the text as an attribute.",
+    )
+    on_motion: bool = Field(default=True, description="Ask when the camera's motion gate fires.")
+    interval_s: float | None = Field(
+        default=None, gt=0, description="Also ask every this many seconds (omit for motion only)."
+    )
+    cooldown_s: float = Field(default=10.0, ge=0, description="Least time between two answers.")
+    snapshot: bool = Field(default=False, description="Publish the frame the answer was based on.")
+    image_budget: ImageBudget | None = Field(
+        default=None, description="Image tokens for this task; default: model.image_budget."
+    )
+    thinking: bool = Field(default=False, description="Let the model think first for this task.")
+
+    @field_validator("answer")
+    @classmethod
+    def _answer_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_json_schema(value)
+
+    @model_validator(mode="after")
+    def _has_a_trigger(self) -> WatchTaskConfig:
+        if not self.on_motion and self.interval_s is None:
+            raise ValueError("a watch task needs 'on_motion: true' or an 'interval_s'")
+        return self
+
+
+class VoiceTaskConfig(Section):
+    """Spoken requests from the microphone, answered with the configured tools."""
+
+    kind: Literal["voice"] = Field(description="'voice': utterances from the microphone.")
+    name: Identifier = Field(description="Task name, used in topics and Home Assistant.")
+    tools: list[Identifier] | None = Field(
+        default=None, description="Names of the tools this task may call; default: all declared tools."
+    )
+    instructions: str | None = Field(
+        default=None, max_length=4000, description="Extra system instructions for this task."
+    )
+    thinking: bool = Field(default=False, description="Let the model think first for this task.")
+
+
+TaskConfig = Annotated[WatchTaskConfig | VoiceTaskConfig, Field(discriminator="kind")]
+
+
+class MqttPublishAction(Section):
+    """Publish a templated payload to an MQTT topic (drives Zigbee2MQTT, Tasmota, ESPHome, HA)."""
+
+    type: Literal["mqtt_publish"] = Field(description="'mqtt_publish'.")
+    topic: Topic = Field(description="Topic to publish to; may use {argument} placeholders.")
+    payload: str = Field(description="Payload template; {argument} placeholders take the call's arguments.")
+    qos: Literal[0, 1, 2] = Field(default=1, description="MQTT QoS of the publish.")
+    retain: bool = Field(default=False, description="Publish retained.")
+
+
+class MqttReadAction(Section):
+    """Answer with the last value seen on a subscribed MQTT topic."""
+
+    type: Literal["mqtt_read"] = Field(description="'mqtt_read'.")
+    topic: Topic = Field(description="Topic whose last value is returned.")
+
+
+class SnapshotAction(Section):
+    """Take a fresh frame from a camera."""
+
+    type: Literal["snapshot"] = Field(description="'snapshot'.")
+    camera: Identifier = Field(description="Camera to take the frame from.")
+
+
+class TimeAction(Section):
+    """Return the node's local date and time."""
+
+    type: Literal["time"] = Field(description="'time'.")
+
+
+ToolAction = Annotated[MqttPublishAction | MqttReadAction | SnapshotAction | TimeAction, Field(discriminator="type")]
+
+
+class ToolConfig(Section):
+    """A tool the model may call; only declared tools exist."""
+
+    name: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$", description="Function name the model uses.")
+    description: str = Field(min_length=1, max_length=1000, description="What the tool does, for the model.")
+    parameters: JsonSchema = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments (an object schema).",
+    )
+    action: ToolAction = Field(description="What a call does.")
+    rate_limit_per_min: int | None = Field(
+        default=None, ge=1, description="Most calls per minute; further calls are refused."
+    )
+    confirm: bool = Field(default=False, description="Ask for confirmation before the action runs.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError("must be a JSON Schema with 'type: object'")
+        return _check_json_schema(value)

@@ -1,0 +1,159 @@
+"""Config sections for the node itself: device identity, MQTT link, model, health and logging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from edge_agent.config.base import (
+    DirPath,
+    FilePath,
+    Identifier,
+    Section,
+    Topic,
+    default_device_id,
+)
+
+ModelVariant = Literal["q4", "q4f16", "fp16", "fp32", "int8", "uint8", "quantized", "bnb4"]
+ImageBudget = Literal[70, 140, 280, 560, 1120]
+
+
+class DeviceConfig(Section):
+    """Who this node is on the network and in Home Assistant."""
+
+    id: Identifier = Field(
+        default_factory=default_device_id,
+        description="Node id used in MQTT topics and Home Assistant unique ids; defaults to the "
+        "hostname with every character outside [a-zA-Z0-9_-] replaced by '_'.",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Human-readable name shown in Home Assistant; defaults to the id.",
+    )
+
+    @property
+    def display_name(self) -> str:
+        """The configured name, or the id when none is set."""
+        return self.name or self.id
+
+
+class MqttTlsConfig(Section):
+    """TLS for the broker connection; an empty mapping means TLS with the system CA store."""
+
+    ca: FilePath | None = Field(default=None, description="CA certificate (PEM) that signed the broker's certificate.")
+    cert: FilePath | None = Field(default=None, description="Client certificate (PEM) for brokers that require one.")
+    key: FilePath | None = Field(default=None, description="Private key (PEM) of the client certificate.")
+    key_password: SecretStr | None = Field(
+        default=None, description="Password of the private key, if it is encrypted (use ${ENV_VAR})."
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Skip the broker hostname check (the certificate chain is still verified).",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> MqttTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("'cert' and 'key' must be given together")
+        return self
+
+
+class MqttConfig(Section):
+    """The MQTT broker everything is published to."""
+
+    host: str = Field(default="localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(default=1883, gt=0, le=65535, description="Broker TCP port (8883 is usual with TLS).")
+    username: str | None = Field(default=None, description="User name, if the broker requires one.")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password; write ${MQTT_PASSWORD} to take it from the environment, not the file.",
+    )
+    tls: MqttTlsConfig | None = Field(default=None, description="TLS settings; omit for plain TCP.")
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT protocol version: 5 (default) or 3.1.1 for old brokers."
+    )
+    keepalive: int = Field(
+        default=60, ge=5, le=3600, description="Keepalive in seconds; the last will fires after ~1.5x."
+    )
+    client_id: str | None = Field(
+        default=None, max_length=128, description="MQTT client id; defaults to 'edge-agent-<device.id>'."
+    )
+    base_topic: Topic = Field(default="edge_agent", description="Prefix of every topic: <base_topic>/<device.id>/...")
+    discovery_prefix: Topic = Field(default="homeassistant", description="Home Assistant MQTT discovery prefix.")
+    discovery: bool = Field(default=True, description="Publish Home Assistant MQTT discovery messages.")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> MqttConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("'password' is set but 'username' is not")
+        return self
+
+
+class ModelConfig(Section):
+    """The Gemma 4 ONNX export to run."""
+
+    path: DirPath = Field(description="Directory of a Gemma 4 ONNX export (onnx/, config.json, tokenizer.json, ...).")
+    variant: ModelVariant = Field(
+        default="q4",
+        description="Which graphs to load: q4 -> onnx/*_q4.onnx, fp16 -> *_fp16, q4f16, fp32 -> no suffix.",
+    )
+    providers: list[str] = Field(
+        default_factory=list,
+        description="onnxruntime execution providers in order of preference; empty = the best "
+        "installed one (CUDA on a Jetson with the GPU wheel, else CPU).",
+    )
+    intra_op_threads: int | None = Field(
+        default=None, ge=1, le=256, description="Threads inside one operator; default: one per core."
+    )
+    inter_op_threads: int | None = Field(
+        default=None, ge=1, le=256, description="Threads across independent operators; default: 1."
+    )
+    max_context: int = Field(
+        default=4096, ge=64, le=131072, description="Longest prompt + answer in tokens (sizes the KV cache)."
+    )
+    max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Longest answer in tokens.")
+    image_budget: ImageBudget = Field(
+        default=280, description="Image soft tokens per frame: 70, 140, 280, 560 or 1120."
+    )
+    thinking: bool = Field(default=False, description="Let the model think before it answers (slower).")
+
+
+class HealthConfig(Section):
+    """How the node watches its own temperature and memory."""
+
+    interval_s: float = Field(default=10.0, gt=0, le=3600, description="Seconds between health readings.")
+    temperature_high_c: float = Field(
+        default=80.0, gt=0, lt=150, description="Temperature at which the node starts to degrade."
+    )
+    temperature_critical_c: float = Field(
+        default=85.0, gt=0, lt=150, description="Temperature at which everything but health pauses."
+    )
+    memory_low_mb: int = Field(default=300, ge=0, description="Available memory (MB) below which the node degrades.")
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> HealthConfig:
+        if self.temperature_critical_c <= self.temperature_high_c:
+            raise ValueError("'temperature_critical_c' must be above 'temperature_high_c'")
+        return self
+
+
+class LoggingConfig(Section):
+    """Log output; the --log-level and --log-format flags override these."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    format: Literal["text", "json"] = Field(
+        default="text", description="'text' lines, or 'json' (one JSON object per line, for machines)."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value

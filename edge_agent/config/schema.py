@@ -1,0 +1,64 @@
+"""The root config model and the checks that span sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pydantic import Field
+
+from edge_agent.config.agent import SnapshotAction, TaskConfig, ToolConfig, VoiceTaskConfig, WatchTaskConfig
+from edge_agent.config.base import Section
+from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, ModelConfig, MqttConfig
+from edge_agent.config.sources import CameraConfig, MicrophoneConfig
+
+KeyPath = tuple[str | int, ...]
+
+
+class Config(Section):
+    """The whole edge-agent configuration (one YAML file)."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Identity of this node.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The MQTT broker link.")
+    model: ModelConfig = Field(description="The Gemma 4 model to run.")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras to watch.")
+    microphone: MicrophoneConfig | None = Field(
+        default=None, description="The microphone; omit on a node without one (PortAudio not needed)."
+    )
+    tasks: list[TaskConfig] = Field(
+        default_factory=list, description="Standing questions ('watch') and voice handling ('voice')."
+    )
+    tools: list[ToolConfig] = Field(default_factory=list, description="Tools the model may call.")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="Self-supervision thresholds.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+
+
+def _duplicates(section: str, names: list[str]) -> Iterator[tuple[KeyPath, str]]:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            yield (section, index, "name"), f"duplicate name '{name}'"
+        seen.add(name)
+
+
+def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
+    """Problems that involve more than one section, each with the key path it belongs to."""
+    problems: list[tuple[KeyPath, str]] = []
+    problems += _duplicates("cameras", [c.name for c in config.cameras])
+    problems += _duplicates("tasks", [t.name for t in config.tasks])
+    problems += _duplicates("tools", [t.name for t in config.tools])
+    cameras = {c.name for c in config.cameras}
+    tools = {t.name for t in config.tools}
+    for index, task in enumerate(config.tasks):
+        if isinstance(task, WatchTaskConfig) and task.camera not in cameras:
+            problems.append((("tasks", index, "camera"), f"no camera named '{task.camera}' in 'cameras'"))
+        if isinstance(task, VoiceTaskConfig):
+            if config.microphone is None:
+                problems.append((("tasks", index, "kind"), "a voice task needs a 'microphone' section"))
+            for pos, tool in enumerate(task.tools or []):
+                if tool not in tools:
+                    problems.append((("tasks", index, "tools", pos), f"no tool named '{tool}' in 'tools'"))
+    for index, tool_config in enumerate(config.tools):
+        action = tool_config.action
+        if isinstance(action, SnapshotAction) and action.camera not in cameras:
+            problems.append((("tools", index, "action", "camera"), f"no camera named '{action.camera}' in 'cameras'"))
+    return problems

@@ -1,0 +1,71 @@
+"""Config sections for the inputs: cameras and the microphone."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge_agent.config.base import FilePath, Identifier, Section
+
+
+class CropConfig(Section):
+    """A region of the frame to keep, in pixels of the (rotated) source frame."""
+
+    x: int = Field(ge=0, description="Left edge in pixels.")
+    y: int = Field(ge=0, description="Top edge in pixels.")
+    width: int = Field(gt=0, description="Width in pixels.")
+    height: int = Field(gt=0, description="Height in pixels.")
+
+
+class CameraConfig(Section):
+    """One camera: a V4L2 device or index, a stream URL, an `exec:` command, or a file/directory."""
+
+    name: Identifier = Field(description="Camera name, used in topics, tasks and Home Assistant.")
+    source: str | int = Field(
+        description="Where frames come from: a V4L2 index (0) or device (/dev/video0, "
+        "/dev/edge-agent/cam0); an rtsp:// or http(s):// stream; 'exec:<command>' whose stdout "
+        "is MJPEG (e.g. 'exec:rpicam-vid -t 0 --codec mjpeg -o -'); a video file, an image file or "
+        "a directory of images."
+    )
+    fps: float = Field(default=2.0, gt=0, le=120, description="Highest frame rate taken from the source.")
+    width: int | None = Field(default=None, gt=0, le=8192, description="Requested capture width.")
+    height: int | None = Field(default=None, gt=0, le=8192, description="Requested capture height.")
+    rotate: Literal[0, 90, 180, 270] = Field(default=0, description="Clockwise rotation in degrees.")
+    flip: Literal["none", "horizontal", "vertical", "both"] = Field(
+        default="none", description="Mirror the frame after rotation."
+    )
+    crop: CropConfig | None = Field(default=None, description="Keep only this region (after rotate/flip).")
+    loop: bool = Field(default=True, description="Files and image directories: start over at the end.")
+
+    @model_validator(mode="after")
+    def _source_not_blank(self) -> CameraConfig:
+        if isinstance(self.source, str) and not self.source.strip():
+            raise ValueError("'source' must not be empty")
+        if isinstance(self.source, int) and self.source < 0:
+            raise ValueError("'source' as a device index must be >= 0")
+        if (self.width is None) != (self.height is None):
+            raise ValueError("'width' and 'height' must be given together")
+        return self
+
+
+class MicrophoneConfig(Section):
+    """The microphone: a sound device through PortAudio, or a WAV/raw file for demos and tests."""
+
+    device: str | int | None = Field(
+        default=None,
+        description="Input device name (a substring is enough) or index; default: the system default.",
+    )
+    file: FilePath | None = Field(
+        default=None, description="Read audio from this WAV (or raw int16) file instead of a device."
+    )
+    sample_rate: int = Field(
+        default=16000, ge=8000, le=192000, description="Capture rate in Hz; audio is resampled to 16 kHz."
+    )
+    channels: int = Field(default=1, ge=1, le=32, description="Captured channels; mixed down to mono.")
+
+    @model_validator(mode="after")
+    def _device_or_file(self) -> MicrophoneConfig:
+        if self.device is not None and self.file is not None:
+            raise ValueError("give either 'device' or 'file', not both")
+        return self
