@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PY310 := $(shell command -v python3.10 2>/dev/null)
+# A working Python 3.10 (a pyenv shim that cannot run does not count).
+PY310 := $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) /usr/bin/python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { command -v $$p; break; }; done)
 DEMO_SECONDS ?= 60
 
 .PHONY: demo test lint typecheck pytest test-py310 docs clean
