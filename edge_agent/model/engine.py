@@ -1,0 +1,162 @@
+"""The only module that imports onnxruntime: sessions, providers, threads, KV cache and forward passes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_agent.model.files import ModelFiles, ModelFilesError
+
+log = logging.getLogger(__name__)
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_ORT_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+_DECODER_INPUTS = {"inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep"}
+_PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class EngineError(Exception):
+    """The model cannot be run (bad graph, provider, or input)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to build the onnxruntime sessions."""
+
+    providers: tuple[str, ...] = ()
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Past keys/values by decoder input name, and how many positions they hold."""
+
+    tensors: dict[str, np.ndarray]
+    length: int
+
+
+def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The providers to use: the configured ones (all must be installed), else the best installed."""
+    if wanted:
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise EngineError(
+                f"execution provider(s) {', '.join(missing)} not available in this onnxruntime; "
+                f"installed: {', '.join(available)}"
+            )
+        return list(wanted)
+    chosen = [p for p in _PREFERRED_PROVIDERS if p in available]
+    return chosen or list(available)
+
+
+def _dtype(node: Any, graph: Path) -> Any:
+    dtype = _ORT_DTYPES.get(node.type)
+    if dtype is None:
+        raise EngineError(f"{graph}: input {node.name} has unsupported type {node.type}")
+    return dtype
+
+
+class TextEngine:
+    """Runs `embed_tokens` and `decoder_model_merged` of a Gemma 4 export."""
+
+    def __init__(self, files: ModelFiles, options: EngineOptions | None = None) -> None:
+        options = options or EngineOptions()
+        self.files = files
+        self.providers = choose_providers(options.providers, ort.get_available_providers())
+        self._embed = self._session(files.embed_tokens.onnx, options)
+        self._decoder = self._session(files.decoder.onnx, options)
+        self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
+        self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
+        self._check_io()
+
+    def _session(self, path: Path, options: EngineOptions) -> ort.InferenceSession:
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.intra_op_threads:
+            session_options.intra_op_num_threads = options.intra_op_threads
+        if options.inter_op_threads:
+            session_options.inter_op_num_threads = options.inter_op_threads
+        try:
+            return ort.InferenceSession(str(path), session_options, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFilesError(f"{path}: onnxruntime cannot load it: {reason}") from None
+
+    def _check_io(self) -> None:
+        graph = self.files.decoder.onnx
+        unknown = [n for n in self._decoder_inputs if n not in _DECODER_INPUTS and not _PAST.match(n)]
+        if unknown:
+            raise EngineError(f"{graph}: unexpected decoder inputs {unknown}")
+        for name in ("inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids"):
+            if name not in self._decoder_inputs:
+                raise EngineError(f"{graph}: decoder input {name!r} missing (not a Gemma 4 decoder?)")
+        outputs = {node.name for node in self._decoder.get_outputs()}
+        for name in self.past_names:
+            present = name.replace("past_key_values.", "present.")
+            if present not in outputs:
+                raise EngineError(f"{graph}: output {present!r} missing for input {name!r}")
+        embed_in = [node.name for node in self._embed.get_inputs()]
+        if embed_in != ["input_ids"]:
+            raise EngineError(f"{self.files.embed_tokens.onnx}: expected one input 'input_ids', got {embed_in}")
+
+    @property
+    def past_names(self) -> list[str]:
+        """Decoder inputs that carry the KV cache, in layer order."""
+        names = [n for n in self._decoder_inputs if _PAST.match(n)]
+        return sorted(names, key=lambda n: (int(_PAST.match(n).group(1)), n))  # type: ignore[union-attr]
+
+    def empty_cache(self) -> KVCache:
+        """A zero-length cache shaped from each past input's metadata (batch 1)."""
+        tensors = {}
+        for name in self.past_names:
+            node = self._decoder_inputs[name]
+            dims = [d if isinstance(d, int) else None for d in node.shape]
+            if len(dims) != 4 or dims[1] is None or dims[3] is None:
+                raise EngineError(f"{self.files.decoder.onnx}: cannot size {name} from shape {node.shape}")
+            tensors[name] = np.zeros((1, dims[1], 0, dims[3]), dtype=_dtype(node, self.files.decoder.onnx))
+        return KVCache(tensors, 0)
+
+    def embed(self, input_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """`inputs_embeds` [1,S,H] and `per_layer_inputs` [1,S,L,P] for a token sequence."""
+        ids = np.asarray([list(input_ids)], dtype=np.int64)
+        embeds, per_layer = self._embed.run(["inputs_embeds", "per_layer_inputs"], {"input_ids": ids})
+        return np.asarray(embeds), np.asarray(per_layer)
+
+    def decode(
+        self, inputs_embeds: np.ndarray, per_layer_inputs: np.ndarray, cache: KVCache
+    ) -> tuple[np.ndarray, KVCache]:
+        """Run the decoder over new positions; returns the last position's logits and the grown cache."""
+        steps = inputs_embeds.shape[1]
+        total = cache.length + steps
+        feeds: dict[str, np.ndarray] = {
+            "inputs_embeds": inputs_embeds.astype(self._embed_dtype, copy=False),
+            "per_layer_inputs": per_layer_inputs.astype(self._embed_dtype, copy=False),
+            "attention_mask": np.ones((1, total), dtype=_dtype(self._decoder_inputs["attention_mask"], Path())),
+            "position_ids": np.arange(cache.length, total, dtype=np.int64)[None, :],
+            **cache.tensors,
+        }
+        if "num_logits_to_keep" in self._decoder_inputs:
+            feeds["num_logits_to_keep"] = np.array(1, dtype=np.int64)
+        names = ["logits", *(n.replace("past_key_values.", "present.") for n in self.past_names)]
+        logits, *present = self._decoder.run(names, feeds)
+        tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
+        return np.asarray(logits)[0, -1].astype(np.float32), KVCache(tensors, total)
+
+    def forward(self, input_ids: Sequence[int], cache: KVCache | None = None) -> tuple[np.ndarray, KVCache]:
+        """Embed `input_ids` and decode them after `cache` (a fresh cache when None)."""
+        embeds, per_layer = self.embed(input_ids)
+        return self.decode(embeds, per_layer, cache or self.empty_cache())

@@ -1,0 +1,249 @@
+"""Find a Gemma 4 ONNX export's graphs, sidecars and metadata for a variant, and check them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VARIANT_SUFFIXES = {
+    "fp32": "",
+    "fp16": "_fp16",
+    "q4": "_q4",
+    "q4f16": "_q4f16",
+    "int8": "_int8",
+    "uint8": "_uint8",
+    "quantized": "_quantized",
+    "bnb4": "_bnb4",
+}
+MANIFEST_NAME = "manifest.json"
+_REQUIRED_METADATA = ("config.json", "generation_config.json", "tokenizer.json")
+
+
+class ModelFilesError(Exception):
+    """A model directory that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One ONNX graph and its external-data sidecars."""
+
+    onnx: Path
+    sidecars: tuple[Path, ...]
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The graph file followed by its sidecars."""
+        return (self.onnx, *self.sidecars)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs from config.json (read as transformers writes it for Gemma 4)."""
+
+    model_type: str
+    vocab_size: int
+    num_hidden_layers: int
+    num_kv_shared_layers: int
+    sliding_window: int | None
+    max_position_embeddings: int
+    image_token_id: int | None
+    audio_token_id: int | None
+    pad_token_id: int | None
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Defaults from generation_config.json."""
+
+    eos_token_ids: tuple[int, ...]
+    bos_token_id: int | None
+    pad_token_id: int | None
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A located model: the graphs of one variant plus the metadata files."""
+
+    root: Path
+    variant: str
+    embed_tokens: Graph
+    decoder: Graph
+    vision_encoder: Graph | None
+    audio_encoder: Graph | None
+    info: ModelInfo
+    generation: GenerationDefaults
+
+    @property
+    def modalities(self) -> dict[str, bool]:
+        """Which inputs this export can take."""
+        return {"text": True, "image": self.vision_encoder is not None, "audio": self.audio_encoder is not None}
+
+    @property
+    def tokenizer_json(self) -> Path:
+        """The tokenizer file."""
+        return self.root / "tokenizer.json"
+
+    def graphs(self) -> list[Graph]:
+        """Every graph this variant uses."""
+        return [g for g in (self.embed_tokens, self.decoder, self.vision_encoder, self.audio_encoder) if g]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or ModelFilesError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFilesError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFilesError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelFilesError(f"{path}: expected a JSON object")
+    return data
+
+
+def _int(data: dict[str, Any], key: str, source: Path, default: int | None = None) -> int:
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ModelFilesError(f"{source}: '{key}' must be an integer (got {value!r})")
+    return value
+
+
+def _opt_int(data: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def parse_model_info(path: Path) -> ModelInfo:
+    """Read config.json: a Gemma 4 config with `text_config`, or a text config alone."""
+    data = read_json(path)
+    text = data.get("text_config", data)
+    if not isinstance(text, dict):
+        raise ModelFilesError(f"{path}: 'text_config' must be an object")
+    return ModelInfo(
+        model_type=str(data.get("model_type", text.get("model_type", "unknown"))),
+        vocab_size=_int(text, "vocab_size", path),
+        num_hidden_layers=_int(text, "num_hidden_layers", path),
+        num_kv_shared_layers=_int(text, "num_kv_shared_layers", path, 0),
+        sliding_window=_opt_int(text, "sliding_window"),
+        max_position_embeddings=_int(text, "max_position_embeddings", path, 131072),
+        image_token_id=_opt_int(data, "image_token_id", "image_token_index"),
+        audio_token_id=_opt_int(data, "audio_token_id", "audio_token_index"),
+        pad_token_id=_opt_int(text, "pad_token_id") if "pad_token_id" in text else _opt_int(data, "pad_token_id"),
+    )
+
+
+def parse_generation_defaults(path: Path) -> GenerationDefaults:
+    """Read generation_config.json: eos ids (an int or a list) and sampling defaults."""
+    data = read_json(path)
+    eos = data.get("eos_token_id", [])
+    eos_ids = [eos] if isinstance(eos, int) else eos
+    if not isinstance(eos_ids, list) or not all(isinstance(i, int) for i in eos_ids):
+        raise ModelFilesError(f"{path}: 'eos_token_id' must be an integer or a list of integers")
+    sampling: dict[str, Any] = {
+        k: data[k] for k in ("do_sample", "temperature", "top_k", "top_p", "min_p") if k in data
+    }
+    return GenerationDefaults(
+        eos_token_ids=tuple(eos_ids),
+        bos_token_id=_opt_int(data, "bos_token_id"),
+        pad_token_id=_opt_int(data, "pad_token_id"),
+        sampling=sampling,
+    )
+
+
+def _graph(onnx_dir: Path, name: str, suffix: str) -> Graph | None:
+    path = onnx_dir / f"{name}{suffix}.onnx"
+    if not path.is_file():
+        return None
+    if path.stat().st_size == 0:
+        raise ModelFilesError(f"{path}: empty file")
+    sidecars = sorted(onnx_dir.glob(f"{name}{suffix}.onnx_data*"), key=lambda p: (len(p.name), p.name))
+    return Graph(path, tuple(sidecars))
+
+
+def _required_graph(onnx_dir: Path, name: str, variant: str) -> Graph:
+    suffix = VARIANT_SUFFIXES[variant]
+    graph = _graph(onnx_dir, name, suffix)
+    if graph is None:
+        have = {p.stem.removeprefix(name).lstrip("_") or "fp32" for p in onnx_dir.glob(f"{name}*.onnx")}
+        hint = f"; this export has: {', '.join(sorted(have))}" if have else ""
+        raise ModelFilesError(f"{onnx_dir / (name + suffix + '.onnx')}: missing for variant {variant!r}{hint}")
+    return graph
+
+
+def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelFiles:
+    """Find the graphs of `variant` under `root`; with `verify`, check them against manifest.json."""
+    if variant not in VARIANT_SUFFIXES:
+        raise ModelFilesError(f"unknown model variant {variant!r}; known: {', '.join(VARIANT_SUFFIXES)}")
+    if not root.is_dir():
+        raise ModelFilesError(f"{root}: not a directory")
+    for name in _REQUIRED_METADATA:
+        if not (root / name).is_file():
+            raise ModelFilesError(f"{root / name}: missing (is {root} a Gemma 4 ONNX export?)")
+    suffix = VARIANT_SUFFIXES[variant]
+    onnx_dir = root / "onnx"
+    files = ModelFiles(
+        root=root,
+        variant=variant,
+        embed_tokens=_required_graph(onnx_dir, "embed_tokens", variant),
+        decoder=_required_graph(onnx_dir, "decoder_model_merged", variant),
+        vision_encoder=_graph(onnx_dir, "vision_encoder", suffix),
+        audio_encoder=_graph(onnx_dir, "audio_encoder", suffix),
+        info=parse_model_info(root / "config.json"),
+        generation=parse_generation_defaults(root / "generation_config.json"),
+    )
+    if verify:
+        verify_manifest(files)
+    return files
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(root: Path, name: str | None = None) -> Path:
+    """Write manifest.json listing every file under `root` with its size and sha256."""
+    entries = [
+        {"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".")
+    ]
+    path = root / MANIFEST_NAME
+    path.write_text(json.dumps({"name": name or root.name, "files": entries}, indent=1) + "\n")
+    return path
+
+
+def verify_manifest(files: ModelFiles) -> bool:
+    """Check the files this variant uses against manifest.json; False when there is no manifest."""
+    manifest_path = files.root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return False
+    entries = read_json(manifest_path).get("files")
+    if not isinstance(entries, list):
+        raise ModelFilesError(f"{manifest_path}: 'files' must be a list")
+    listed = {str(e.get("path")): e for e in entries if isinstance(e, dict)}
+    used = [p for g in files.graphs() for p in g.paths]
+    used += [files.root / n for n in (*_REQUIRED_METADATA, "tokenizer_config.json", "chat_template.jinja")]
+    for path in used:
+        entry = listed.get(str(path.relative_to(files.root)))
+        if entry is None:
+            continue
+        if not path.is_file():
+            raise ModelFilesError(f"{path}: missing (listed in {MANIFEST_NAME})")
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            raise ModelFilesError(f"{path}: {size} bytes, {MANIFEST_NAME} says {entry.get('size')} (truncated?)")
+        if sha256_file(path) != entry.get("sha256"):
+            raise ModelFilesError(f"{path}: sha256 does not match {MANIFEST_NAME} (corrupted file)")
+    return True
