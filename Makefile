@@ -7,7 +7,7 @@ PY310 := $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bi
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { command -v $$p; break; }; done)
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint typecheck pytest test-py310 docs clean
+.PHONY: demo test lint typecheck pytest test-py310 docs clean check-wheels
 
 $(VENV)/.runtime: pyproject.toml
 	bash deploy/os-deps.sh runtime
@@ -53,3 +53,14 @@ docs: $(VENV)/.runtime
 
 clean:
 	rm -rf $(VENV) .venv310 .venv-export .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# Every runtime dependency must install from wheels on the devices: Pi OS (3.11, glibc 2.36) and
+# JetPack 6 (3.10, glibc 2.35), aarch64.
+AARCH64_TAGS := manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64 \
+	manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64
+check-wheels: $(VENV)/.runtime
+	for py in 3.10 3.11; do \
+	  $(BIN)/pip download --quiet --only-binary=:all: $(addprefix --platform ,$(AARCH64_TAGS)) \
+	    --python-version $$py --dest /tmp/edge-agent-wheels-$$py . || exit 1; \
+	  echo "aarch64 / Python $$py: all runtime dependencies resolve to wheels"; \
+	done

@@ -102,3 +102,13 @@ def test_run_logs_json_lines_when_asked(write_config: Callable[[str], Path], mod
     assert proc.wait(timeout=10) == 0
     assert entry["level"] == "info" and entry["logger"] == "edge_agent.app"
     assert entry["msg"].startswith("edge-agent ") and entry["ts"].endswith("+00:00")
+
+
+def test_a_node_without_microphone_never_imports_sounddevice() -> None:
+    code = (
+        "import sys, edge_agent.cli, edge_agent.app, edge_agent.config; "
+        "import edge_agent.model.engine, edge_agent.model.generate; "
+        "assert 'sounddevice' not in sys.modules, 'sounddevice imported without a microphone'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
