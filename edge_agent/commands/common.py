@@ -1,0 +1,35 @@
+"""Pieces shared by several verbs: the --config option and loading it with readable errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edge_agent.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/edge-agent/config.yaml"
+EXIT_CONFIG = 2
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """-c/--config with the environment variable and system default."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+        help=f"config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})",
+    )
+
+
+def load_or_report(path: Path) -> Config | None:
+    """The validated config, or None after printing every problem to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config ({len(exc.issues)} problem(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue.render(exc.source)}", file=sys.stderr)
+        return None
