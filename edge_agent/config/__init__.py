@@ -20,7 +20,7 @@ from edge_agent.config.node import (
     MqttTlsConfig,
 )
 from edge_agent.config.schema import Config
-from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig
+from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig, MotionConfig
 
 __all__ = [
     "CameraConfig",
@@ -33,6 +33,7 @@ __all__ = [
     "LoggingConfig",
     "MicrophoneConfig",
     "ModelConfig",
+    "MotionConfig",
     "MqttConfig",
     "MqttPublishAction",
     "MqttReadAction",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import FilePath, Identifier, Section
 
@@ -16,6 +16,47 @@ class CropConfig(Section):
     y: int = Field(ge=0, description="Top edge in pixels.")
     width: int = Field(gt=0, description="Width in pixels.")
     height: int = Field(gt=0, description="Height in pixels.")
+
+
+Point = tuple[float, float]
+
+
+class MotionConfig(Section):
+    """The motion gate: cheap frame differencing that decides when a camera's watch tasks run."""
+
+    enabled: bool = Field(default=True, description="Run the motion gate on this camera's frames.")
+    threshold: int = Field(
+        default=25, ge=1, le=255, description="Grey-level difference (0-255) at which a pixel counts as changed."
+    )
+    min_area: float = Field(
+        default=0.003, gt=0, le=1, description="Smallest changed region, as a fraction of the frame, that is motion."
+    )
+    warmup_frames: int = Field(
+        default=5, ge=1, le=1000, description="Frames used to learn the scene before it can fire."
+    )
+    scene_change: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Fraction of the frame changing at once that counts as a scene change (lights, camera moved): "
+        "the background is learnt anew instead of firing.",
+    )
+    width: int = Field(default=160, ge=32, le=1920, description="Width in pixels the frame is scaled to for the check.")
+    mask: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons to ignore (a tree, a TV), each a list of [x, y] points in 0..1 of the frame's "
+        "width and height.",
+    )
+
+    @field_validator("mask")
+    @classmethod
+    def _polygons(cls, value: list[list[Point]]) -> list[list[Point]]:
+        for number, polygon in enumerate(value):
+            if len(polygon) < 3:
+                raise ValueError(f"polygon {number} needs at least 3 points")
+            if any(not (0 <= x <= 1 and 0 <= y <= 1) for x, y in polygon):
+                raise ValueError(f"polygon {number}: coordinates must be fractions in 0..1")
+        return value
 
 
 class CameraConfig(Section):
@@ -37,6 +78,7 @@ class CameraConfig(Section):
     )
     crop: CropConfig | None = Field(default=None, description="Keep only this region (after rotate/flip).")
     loop: bool = Field(default=True, description="Files and image directories: start over at the end.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate of this camera.")
 
     @model_validator(mode="after")
     def _source_not_blank(self) -> CameraConfig:

@@ -1,0 +1,1 @@
+"""Cheap gates that decide when the model runs: motion for cameras, voice activity for the microphone."""

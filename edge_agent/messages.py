@@ -1,0 +1,51 @@
+"""Small frozen messages passed between the stages over bounded queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+CameraState = Literal["starting", "ok", "reconnecting", "failed", "ended"]
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One camera frame (BGR, uint8) with when it was captured."""
+
+    camera: str
+    image: np.ndarray
+    index: int
+    captured_at: float  # wall clock (time.time())
+    monotonic: float  # time.monotonic() at capture
+
+
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """A block of 16 kHz mono float32 audio in [-1, 1]."""
+
+    samples: np.ndarray
+    start_s: float  # seconds since the stream started
+
+
+@dataclass(frozen=True, eq=False)
+class Utterance:
+    """A stretch of speech cut out of the audio stream by the voice gate."""
+
+    samples: np.ndarray  # 16 kHz mono float32, pre-roll included
+    start_s: float
+    end_s: float
+    reason: Literal["silence", "max_length", "end_of_stream"]
+
+
+@dataclass(frozen=True)
+class MotionResult:
+    """What the motion gate saw in one frame."""
+
+    camera: str
+    frame_index: int
+    motion: bool
+    area: float  # largest changed region, as a fraction of the (unmasked) frame
+    changed: float  # fraction of unmasked pixels that changed
+    scene_change: bool

@@ -1,0 +1,184 @@
+"""A camera: reads its source on a thread, caps the frame rate, transforms frames, reconnects with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from edge_agent.config import CameraConfig
+from edge_agent.messages import CameraState, Frame
+from edge_agent.service import Backoff
+from edge_agent.sources.frame_sources import FrameSource, SourceError, open_frame_source, pace
+
+log = logging.getLogger(__name__)
+
+_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+_FLIPS = {"horizontal": 1, "vertical": 0, "both": -1}
+Opener = Callable[[CameraConfig], FrameSource]
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """What a camera is doing, for health and MQTT."""
+
+    name: str
+    state: CameraState = "starting"
+    frames: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+def transform(image: np.ndarray, config: CameraConfig) -> np.ndarray:
+    """Resize to the requested resolution, then rotate, flip and crop as configured."""
+    if config.width and config.height and image.shape[1::-1] != (config.width, config.height):
+        image = cv2.resize(image, (config.width, config.height), interpolation=cv2.INTER_AREA)
+    if config.rotate:
+        image = cv2.rotate(image, _ROTATIONS[config.rotate])
+    if config.flip != "none":
+        image = cv2.flip(image, _FLIPS[config.flip])
+    if config.crop:
+        c = config.crop
+        image = image[c.y : c.y + c.height, c.x : c.x + c.width]
+        if image.size == 0:
+            raise SourceError(f"crop {c.x},{c.y} {c.width}x{c.height} lies outside the frame", permanent=True)
+    return np.ascontiguousarray(image)
+
+
+def default_opener(config: CameraConfig) -> FrameSource:
+    """Open the configured source."""
+    return open_frame_source(config.source, config.width, config.height)
+
+
+@dataclass
+class Camera:
+    """Runs one camera until `stop` is set; `on_frame` gets each frame that passes the fps cap."""
+
+    config: CameraConfig
+    on_frame: Callable[[Frame], None]
+    opener: Opener = default_opener
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, maximum_s=30.0, healthy_after_s=30.0))
+    on_status: Callable[[CameraStatus], None] | None = None
+    status: CameraStatus = field(init=False)
+    _index: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.status = CameraStatus(self.config.name)
+
+    def _set(self, **changes: object) -> None:
+        old = self.status
+        self.status = replace(old, **changes)  # type: ignore[arg-type]
+        if self.on_status is not None and self.status.state != old.state:
+            self.on_status(self.status)
+        if self.status.state != old.state:
+            log.info(
+                "camera %s: %s%s",
+                self.config.name,
+                self.status.state,
+                f" ({self.status.last_error})"
+                if self.status.state in ("reconnecting", "failed") and self.status.last_error
+                else "",
+            )
+
+    def run(self, stop: threading.Event) -> None:
+        """Blocking loop: open, read, and on failure retry with backoff (permanent errors end in `failed`)."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                source = self.opener(self.config)
+            except SourceError as exc:
+                if exc.permanent:
+                    self._set(state="failed", last_error=str(exc))
+                    return
+                self._retry(stop, str(exc), time.monotonic() - started)
+                continue
+            try:
+                ended = self._read(source, stop)
+            except SourceError as exc:
+                if exc.permanent:
+                    self._set(state="failed", last_error=str(exc))
+                    return
+                ended, reason = False, str(exc)
+            else:
+                reason = "the stream ended"
+            finally:
+                source.close()
+            if stop.is_set():
+                return
+            if ended and not source.live:
+                if not self.config.loop:
+                    self._set(state="ended")
+                    return
+                continue  # a file: play it again from the start
+            self._retry(stop, reason, time.monotonic() - started)
+
+    def _retry(self, stop: threading.Event, reason: str, ran_for_s: float) -> None:
+        delay = self.backoff.delay(ran_for_s)
+        self._set(state="reconnecting", reconnects=self.status.reconnects + 1, last_error=reason)
+        log.debug("camera %s: retrying in %.1f s", self.config.name, delay)
+        stop.wait(delay)
+
+    def _read(self, source: FrameSource, stop: threading.Event) -> bool:
+        """Read frames until the source ends (True) or `stop` is set (False)."""
+        interval = 1.0 / self.config.fps
+        native = getattr(source, "native_fps", 0.0)
+        file_interval = 1.0 / native if native else interval
+        next_emit = file_due = time.monotonic()
+        while not stop.is_set():
+            if not source.grab():
+                return True
+            if not source.live:  # play files in real time, as a camera would deliver them
+                file_due = pace(file_due, file_interval)
+            now = time.monotonic()
+            if now < next_emit:
+                continue
+            image = transform(source.retrieve(), self.config)
+            next_emit = max(next_emit + interval, now - interval)
+            self._index += 1
+            if self.status.state != "ok":
+                self._set(state="ok", last_error=None)
+            self._set(frames=self.status.frames + 1)
+            self.on_frame(Frame(self.config.name, image, self._index, time.time(), now))
+        return False
+
+
+class LatestFrame:
+    """Holds only the newest frame of a camera; async readers wait for one they have not taken yet."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._frame: Frame | None = None
+        self._taken = 0  # index of the last frame handed out by take()
+        self._changed = asyncio.Event()
+        self.dropped = 0  # frames replaced before anyone took them
+
+    def put(self, frame: Frame) -> None:
+        """Replace the held frame (from any thread)."""
+        with self._lock:
+            if self._frame is not None and self._frame.index > self._taken:
+                self.dropped += 1
+            self._frame = frame
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    def latest(self) -> Frame | None:
+        """The newest frame, taken or not (for snapshots)."""
+        with self._lock:
+            return self._frame
+
+    async def take(self) -> Frame:
+        """Wait for a frame newer than the last one taken, and take it."""
+        while True:
+            with self._lock:
+                frame = self._frame
+                if frame is not None and frame.index > self._taken:
+                    self._taken = frame.index
+                    return frame
+                self._changed.clear()
+            await self._changed.wait()

@@ -1,0 +1,120 @@
+"""Cameras on real OpenCV: video files, image directories, an MJPEG stream that drops, an exec: command."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import pytest
+from rig.camera import MjpegServer, moving_square
+
+from edge_agent.config import CameraConfig
+from edge_agent.messages import Frame
+from edge_agent.service import Backoff
+from edge_agent.sources.camera import Camera, CameraStatus
+
+
+class Running:
+    """A camera on its own thread, with what it delivered."""
+
+    def __init__(self, config: CameraConfig, backoff: Backoff | None = None) -> None:
+        self.frames: list[Frame] = []
+        self.states: list[str] = []
+        self.stop = threading.Event()
+        self.camera = Camera(config, self.frames.append, on_status=self._status)
+        if backoff is not None:
+            self.camera.backoff = backoff
+        self.thread = threading.Thread(target=self.camera.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def _status(self, status: CameraStatus) -> None:
+        self.states.append(status.state)
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out; states={self.states}, frames={len(self.frames)}"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def camera(source: str | int, **options: object) -> CameraConfig:
+    return CameraConfig.model_validate({"name": "cam", "source": source, **options})
+
+
+def test_video_file_respects_the_fps_cap_and_transforms(video_file: Path) -> None:
+    run = Running(camera(str(video_file), fps=4, rotate=90, crop={"x": 0, "y": 0, "width": 200, "height": 100}))
+    run.wait_for(lambda: len(run.frames) >= 9)
+    run.close()
+    assert run.states[0] == "ok"
+    assert all(f.image.shape == (100, 200, 3) for f in run.frames)  # rotated 320x240 -> 240x320, then cropped
+    frames = run.frames
+    average_rate = (len(frames) - 1) / (frames[-1].monotonic - frames[0].monotonic)
+    assert average_rate <= 4 * 1.05  # the 10 fps file is capped at 4 fps on average
+    assert [f.index for f in run.frames] == list(range(1, len(run.frames) + 1))
+
+
+def test_image_directory_plays_once_then_ends(tmp_path: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"frame_{i:04d}.png"), moving_square(i))
+    run = Running(camera(str(tmp_path), fps=20, loop=False))
+    run.wait_for(lambda: "ended" in run.states)
+    run.close()
+    assert len(run.frames) == 3 and run.states == ["ok", "ended"]
+
+
+def test_missing_file_fails_for_good(tmp_path: Path) -> None:
+    run = Running(camera(str(tmp_path / "nope.mp4")))
+    run.wait_for(lambda: "failed" in run.states)
+    run.close()
+    assert run.camera.status.last_error is not None and "no such file" in run.camera.status.last_error
+
+
+def test_mjpeg_stream_survives_a_ten_second_outage(mjpeg_server: MjpegServer) -> None:
+    run = Running(camera(mjpeg_server.url, fps=5), Backoff(initial_s=0.5, maximum_s=2.0))
+    run.wait_for(lambda: len(run.frames) >= 3)
+    mjpeg_server.stop()
+    run.wait_for(lambda: run.camera.status.state == "reconnecting")
+    before = len(run.frames)
+    time.sleep(10)
+    assert run.camera.status.state == "reconnecting" and len(run.frames) == before
+    mjpeg_server.start()
+    run.wait_for(lambda: run.camera.status.state == "ok" and len(run.frames) >= before + 3)
+    run.close()
+    assert run.states[:2] == ["ok", "reconnecting"] and run.states[-1] == "ok"
+    assert run.camera.status.reconnects >= 1
+
+
+MJPEG_WRITER = """
+import sys, time, cv2, numpy as np
+for i in range(1000):
+    frame = np.full((120, 160, 3), i % 255, np.uint8)
+    sys.stdout.buffer.write(cv2.imencode(".jpg", frame)[1].tobytes())
+    sys.stdout.buffer.flush()
+    time.sleep(0.02)
+"""
+
+
+def test_exec_command_mjpeg_source(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(MJPEG_WRITER)
+    run = Running(camera(f"exec:{sys.executable} {script}", fps=10))
+    run.wait_for(lambda: len(run.frames) >= 3)
+    run.close()
+    assert run.frames[0].image.shape == (120, 160, 3)
+
+
+@pytest.mark.parametrize("source", ["exec:/nonexistent/rpicam-vid", "/dev/edge-agent/cam9"])
+def test_unavailable_live_sources_keep_retrying(source: str) -> None:
+    run = Running(camera(source), Backoff(initial_s=0.05, maximum_s=0.1))
+    run.wait_for(lambda: run.camera.status.reconnects >= 3)
+    run.close()
+    assert run.camera.status.state == "reconnecting"
