@@ -20,7 +20,7 @@ from edge_agent.config.node import (
     MqttTlsConfig,
 )
 from edge_agent.config.schema import Config
-from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig, MotionConfig
+from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig, MotionConfig, VadConfig
 
 __all__ = [
     "CameraConfig",
@@ -42,6 +42,7 @@ __all__ = [
     "TaskConfig",
     "TimeAction",
     "ToolConfig",
+    "VadConfig",
     "VoiceTaskConfig",
     "WatchTaskConfig",
     "load_config",

@@ -91,6 +91,34 @@ class CameraConfig(Section):
         return self
 
 
+class VadConfig(Section):
+    """The voice gate: cuts the microphone stream into utterances."""
+
+    engine: Literal["silero", "energy"] = Field(
+        default="silero", description="'silero' (Silero VAD, robust to noise) or 'energy' (loudness only, fallback)."
+    )
+    threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Silero speech probability at which a chunk counts as speech."
+    )
+    energy_threshold_db: float = Field(
+        default=-35.0, ge=-90, le=0, description="'energy' engine: loudness (dBFS) at which a chunk counts as speech."
+    )
+    min_speech_ms: int = Field(default=300, ge=0, le=10000, description="Shorter utterances are dropped.")
+    hangover_ms: int = Field(default=600, ge=32, le=10000, description="Silence after speech that ends an utterance.")
+    pre_roll_ms: int = Field(default=300, ge=0, le=5000, description="Audio kept from before speech began.")
+    max_utterance_s: float = Field(
+        default=15.0, gt=0, le=30, description="An utterance is cut at this length (the model takes at most 30 s)."
+    )
+    mode: Literal["always", "triggered"] = Field(
+        default="always",
+        description="'always' listens all the time; 'triggered' listens only after a trigger (MQTT message, "
+        "button, motion) and gives up after 'listen_timeout_s' without speech.",
+    )
+    listen_timeout_s: float = Field(
+        default=8.0, gt=0, le=300, description="'triggered' mode: how long to wait for speech after a trigger."
+    )
+
+
 class MicrophoneConfig(Section):
     """The microphone: a sound device through PortAudio, or a WAV/raw file for demos and tests."""
 
@@ -105,6 +133,11 @@ class MicrophoneConfig(Section):
         default=16000, ge=8000, le=192000, description="Capture rate in Hz; audio is resampled to 16 kHz."
     )
     channels: int = Field(default=1, ge=1, le=32, description="Captured channels; mixed down to mono.")
+    realtime: bool = Field(
+        default=True, description="'file' only: play the file at its real speed (false: as fast as possible)."
+    )
+    loop: bool = Field(default=False, description="'file' only: start over at the end.")
+    vad: VadConfig = Field(default_factory=VadConfig, description="The voice gate.")
 
     @model_validator(mode="after")
     def _device_or_file(self) -> MicrophoneConfig:

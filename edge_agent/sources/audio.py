@@ -1,0 +1,200 @@
+"""The microphone: sounddevice capture into a bounded ring buffer, or a WAV/raw file; 16 kHz mono out."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import soxr
+
+from edge_agent.config import MicrophoneConfig
+from edge_agent.messages import AudioChunk
+from edge_agent.service import Backoff
+from edge_agent.sources.frame_sources import SourceError
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+CHUNK = 512  # 32 ms: the window Silero VAD scores
+_RING_SECONDS = 5.0
+
+
+def import_sounddevice() -> ModuleType:
+    """sounddevice, imported only when a microphone is configured (it needs PortAudio)."""
+    try:
+        import sounddevice as module
+    except OSError as exc:  # raised when libportaudio is missing
+        raise SourceError(
+            f"microphone: PortAudio is not installed ({exc}); run `sudo apt-get install -y libportaudio2`",
+            permanent=True,
+        ) from None
+    loaded: ModuleType = module
+    return loaded
+
+
+class Rechunker:
+    """Mixes to mono, resamples to 16 kHz and cuts fixed 512-sample chunks with stream timestamps."""
+
+    def __init__(self, rate: int, emit: Callable[[AudioChunk], None], start_sample: int = 0) -> None:
+        self._resampler = soxr.ResampleStream(rate, RATE, 1, dtype="float32") if rate != RATE else None
+        self._pending = np.zeros(0, np.float32)
+        self.emitted = start_sample  # 16 kHz samples emitted so far (the stream clock)
+        self._emit = emit
+
+    def feed(self, block: np.ndarray, last: bool = False) -> None:
+        """Add captured frames (frames x channels, or mono) in [-1, 1]."""
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        mono = mono.astype(np.float32, copy=False)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono, last=last)
+        self._pending = np.concatenate([self._pending, mono])
+        while len(self._pending) >= CHUNK:
+            chunk, self._pending = self._pending[:CHUNK], self._pending[CHUNK:]
+            self._emit(AudioChunk(chunk, self.emitted / RATE))
+            self.emitted += CHUNK
+
+
+def find_input_device(sd: ModuleType, wanted: str | int | None) -> int | None:
+    """The index of the input device named (a case-insensitive substring) or numbered by `wanted`."""
+    if wanted is None:
+        return None
+    devices = [(i, d) for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+    if isinstance(wanted, int):
+        if any(i == wanted for i, _ in devices):
+            return wanted
+        raise SourceError(f"no input device with index {wanted}")
+    for index, device in devices:
+        if wanted.lower() in str(device["name"]).lower():
+            return index
+    names = ", ".join(repr(d["name"]) for _, d in devices) or "none"
+    raise SourceError(f"no input device matching {wanted!r} (inputs: {names})")
+
+
+class SoundDeviceMicrophone:
+    """Captures through PortAudio; a vanished device is reopened with backoff."""
+
+    def __init__(self, config: MicrophoneConfig, backoff: Backoff | None = None) -> None:
+        self.config = config
+        self.backoff = backoff or Backoff(initial_s=1.0, maximum_s=30.0, healthy_after_s=30.0)
+        self.overflows = 0  # blocks lost because the ring was full or PortAudio overran
+        self.state = "starting"
+
+    def run(self, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
+        """Blocking: capture until `stop` is set."""
+        sd = import_sounddevice()
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self._capture(sd, emit, stop)
+            except (SourceError, sd.PortAudioError) as exc:
+                delay = self.backoff.delay(time.monotonic() - started)
+                self.state = "reconnecting"
+                log.warning("microphone: %s; retrying in %.1f s", exc, delay)
+                stop.wait(delay)
+                sd._terminate()  # PortAudio lists devices once per initialisation: rescan for replugged ones
+                sd._initialize()
+
+    def _capture(self, sd: ModuleType, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
+        ring: collections.deque[np.ndarray] = collections.deque(
+            maxlen=int(_RING_SECONDS * self.config.sample_rate / 256)
+        )
+        ready = threading.Event()
+
+        def callback(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
+            if status.input_overflow or len(ring) == ring.maxlen:
+                self.overflows += 1
+            ring.append(indata.astype(np.float32) / 32768.0)
+            ready.set()
+
+        device = find_input_device(sd, self.config.device)
+        rechunker = Rechunker(self.config.sample_rate, emit)
+        with sd.InputStream(
+            device=device,
+            samplerate=self.config.sample_rate,
+            channels=self.config.channels,
+            dtype="int16",  # what every USB microphone and ALSA plugin offers
+            blocksize=256,
+            callback=callback,
+        ) as stream:
+            self.state = "ok"
+            log.info("microphone: capturing from %s", stream.device)
+            while not stop.is_set():
+                if not ready.wait(2.0) and not stop.is_set():
+                    raise SourceError("no audio for 2 s (device gone?)")
+                ready.clear()
+                while ring and not stop.is_set():
+                    rechunker.feed(ring.popleft())
+                if not stream.active and not stop.is_set():
+                    raise SourceError("the input stream stopped")
+
+
+def read_audio_file(path: Path, sample_rate: int = RATE, channels: int = 1) -> tuple[np.ndarray, int]:
+    """Samples in [-1, 1] (frames x channels) and the rate of a PCM WAV file, or of raw int16 audio."""
+    if path.suffix.lower() != ".wav":
+        data = np.frombuffer(path.read_bytes(), dtype="<i2")
+        return (data[: len(data) // channels * channels].reshape(-1, channels) / 32768.0).astype(
+            np.float32
+        ), sample_rate
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, rate, count = wav.getsampwidth(), wav.getframerate(), wav.getnchannels()
+            raw = wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise SourceError(f"{path}: not a PCM WAV file ({exc})", permanent=True) from None
+    samples: np.ndarray
+    if width == 1:
+        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width in (2, 4):
+        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
+    elif width == 3:
+        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        ints = bytes3[:, 0].astype(np.int32) | bytes3[:, 1].astype(np.int32) << 8 | bytes3[:, 2].astype(np.int32) << 16
+        samples = (np.where(ints >= 1 << 23, ints - (1 << 24), ints) / float(1 << 23)).astype(np.float32)
+    else:
+        raise SourceError(f"{path}: unsupported sample width {width * 8} bit", permanent=True)
+    return samples.reshape(-1, count), rate
+
+
+class FileMicrophone:
+    """Plays a WAV or raw int16 file as if it were a microphone (demo and tests)."""
+
+    def __init__(self, config: MicrophoneConfig) -> None:
+        assert config.file is not None
+        self.config = config
+        self.overflows = 0
+        self.state = "starting"
+
+    def run(self, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
+        """Blocking: emit the file's audio (in real time unless configured otherwise)."""
+        assert self.config.file is not None
+        samples, rate = read_audio_file(self.config.file, self.config.sample_rate, self.config.channels)
+        block = max(1, rate // 50)  # 20 ms
+        self.state = "ok"
+        clock = 0
+        while not stop.is_set():
+            rechunker = Rechunker(rate, emit, clock)
+            due = time.monotonic()
+            for start in range(0, len(samples), block):
+                if stop.is_set():
+                    return
+                rechunker.feed(samples[start : start + block], last=start + block >= len(samples))
+                if self.config.realtime:
+                    due += block / rate
+                    stop.wait(max(0.0, due - time.monotonic()))
+            clock = rechunker.emitted
+            if not self.config.loop:
+                self.state = "ended"
+                return
+
+
+def open_microphone(config: MicrophoneConfig) -> SoundDeviceMicrophone | FileMicrophone:
+    """The configured microphone."""
+    return FileMicrophone(config) if config.file is not None else SoundDeviceMicrophone(config)

@@ -1,0 +1,107 @@
+"""Microphones: a file played as a microphone, and real sounddevice capture through ALSA from a file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+from rig.speech import to_int16
+
+from edge_agent.config import MicrophoneConfig
+from edge_agent.messages import AudioChunk
+from edge_agent.sources.audio import FileMicrophone, read_audio_file
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, channels: int = 1) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(to_int16(samples).tobytes())
+    return path
+
+
+def collect(config: MicrophoneConfig) -> list[AudioChunk]:
+    chunks: list[AudioChunk] = []
+    FileMicrophone(config).run(chunks.append, threading.Event())
+    return chunks
+
+
+def test_a_48k_stereo_wav_becomes_16k_mono_chunks(tmp_path: Path) -> None:
+    left = tone(1.0, 48000)
+    stereo = np.stack([left, left], axis=1).reshape(-1)
+    path = write_wav(tmp_path / "stereo.wav", stereo, 48000, channels=2)
+    chunks = collect(MicrophoneConfig(file=path, realtime=False))
+    assert all(len(c.samples) == 512 for c in chunks)
+    assert [c.start_s for c in chunks[:3]] == [0.0, 0.032, 0.064]
+    audio = np.concatenate([c.samples for c in chunks])
+    assert len(audio) == pytest.approx(16000, abs=512)
+    expected = soxr.resample(left, 48000, 16000)[: len(audio)]
+    assert np.max(np.abs(audio[200:-200] - expected[200:-200])) < 1e-2
+
+
+def test_raw_int16_file_and_a_corrupt_wav(tmp_path: Path) -> None:
+    raw = tmp_path / "mic.raw"
+    raw.write_bytes(to_int16(tone(0.5, 16000)).tobytes())
+    samples, rate = read_audio_file(raw)
+    assert rate == 16000 and samples.shape == (8000, 1)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(Exception, match="not a PCM WAV file"):
+        read_audio_file(bad)
+
+
+CAPTURE = """
+import json, sys, threading
+from edge_agent.config import MicrophoneConfig
+from edge_agent.sources.audio import SoundDeviceMicrophone
+chunks, stop = [], threading.Event()
+def emit(chunk):
+    chunks.append(chunk.samples.tolist())
+    if len(chunks) == int(sys.argv[2]):
+        stop.set()
+mic = SoundDeviceMicrophone(MicrophoneConfig(device=sys.argv[1], sample_rate=48000))
+timer = threading.Timer(30, stop.set)
+timer.daemon = True
+timer.start()
+mic.run(emit, stop)
+print(json.dumps({"chunks": chunks, "overflows": mic.overflows}))
+"""
+
+
+def test_sounddevice_capture_through_alsa_resampled_to_16k(alsa_capture) -> None:  # type: ignore[no-untyped-def]
+    signal = tone(2.0, 48000, freq=300.0)
+    env = alsa_capture(to_int16(signal))
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURE, "default", "20"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    audio = np.concatenate([np.asarray(c, np.float32) for c in result["chunks"]])
+    assert len(audio) == 20 * 512
+    expected = soxr.resample(signal, 48000, 16000)[: len(audio)]
+    assert np.max(np.abs(audio[200:-200] - expected[200:-200])) < 2e-2
+    assert result["overflows"] == 0
+
+
+def test_an_unknown_device_name_lists_the_inputs(alsa_capture) -> None:  # type: ignore[no-untyped-def]
+    env = alsa_capture(to_int16(tone(1.0, 16000)))
+    code = (
+        "import sounddevice as sd\n"
+        "from edge_agent.sources.audio import find_input_device\n"
+        "try:\n    find_input_device(sd, 'no such mic')\nexcept Exception as e:\n    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert "no input device matching 'no such mic' (inputs: " in done.stdout and "'default'" in done.stdout
