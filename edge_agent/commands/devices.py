@@ -1,0 +1,127 @@
+"""`edge-agent devices`: list cameras and audio inputs, grab a test frame or record a test clip."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_agent.config import CameraConfig, MicrophoneConfig
+from edge_agent.messages import AudioChunk
+from edge_agent.sources.audio import RATE, SoundDeviceMicrophone
+from edge_agent.sources.discovery import list_audio_inputs, list_video_nodes
+from edge_agent.sources.frame_sources import SourceError, open_frame_source
+
+
+def _listing() -> dict[str, Any]:
+    cameras = [node.__dict__ for node in list_video_nodes()]
+    try:
+        audio: list[dict[str, Any]] | str = list_audio_inputs()
+    except SourceError as exc:
+        audio = str(exc)
+    return {"cameras": cameras, "audio_inputs": audio}
+
+
+def _print_listing(listing: dict[str, Any]) -> None:
+    print("Cameras (V4L2):")
+    for cam in listing["cameras"]:
+        aliases = f"  (also {', '.join(cam['aliases'])})" if cam["aliases"] else ""
+        print(f"  {cam['device']}: {cam['name']}{aliases}")
+        for fmt in cam["formats"]:
+            print(f"      {fmt}")
+    if not listing["cameras"]:
+        print("  none found (CSI cameras on a Pi: use source 'exec:rpicam-vid -t 0 --codec mjpeg -o -')")
+    print("Audio inputs:")
+    if isinstance(listing["audio_inputs"], str):
+        print(f"  {listing['audio_inputs']}")
+    for dev in listing["audio_inputs"] if isinstance(listing["audio_inputs"], list) else []:
+        print(f"  [{dev['index']}] {dev['name']}: {dev['channels']} ch, {dev['default_rate']:.0f} Hz")
+    if listing["audio_inputs"] == []:
+        print("  none found")
+
+
+def grab_frame(source: str, out: Path, timeout_s: float = 15.0) -> tuple[int, int]:
+    """Save one frame of a camera source (any `cameras[].source` form) to an image file."""
+    config = CameraConfig(name="probe", source=int(source) if source.isdigit() else source)
+    capture = open_frame_source(config.source)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if capture.grab():
+                image = capture.retrieve()
+                if not cv2.imwrite(str(out), image):
+                    raise SourceError(f"cannot write {out} (use .jpg or .png)")
+                return int(image.shape[1]), int(image.shape[0])
+        raise SourceError(f"no frame from {source} within {timeout_s:.0f} s")
+    finally:
+        capture.close()
+
+
+def record(device: str | None, seconds: float, out: Path, sample_rate: int) -> int:
+    """Record `seconds` of 16 kHz mono from an input device into a WAV file; returns the sample count."""
+    wanted: str | int | None = int(device) if device and device.isdigit() else device
+    mic = SoundDeviceMicrophone(MicrophoneConfig(device=wanted, sample_rate=sample_rate))
+    chunks: list[np.ndarray] = []
+    stop = threading.Event()
+
+    def keep(chunk: AudioChunk) -> None:
+        chunks.append(chunk.samples)
+        if len(chunks) * len(chunk.samples) >= seconds * RATE:
+            stop.set()
+
+    timer = threading.Timer(seconds + 10, stop.set)
+    timer.daemon = True
+    timer.start()
+    mic.run(keep, stop)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    with wave.open(str(out), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2").tobytes())
+    return len(samples)
+
+
+def devices(args: argparse.Namespace) -> int:
+    """List devices, or run one of the checks."""
+    try:
+        if args.grab:
+            width, height = grab_frame(args.grab, args.output or Path("frame.jpg"))
+            print(f"saved a {width}x{height} frame from {args.grab} to {args.output or 'frame.jpg'}")
+            return 0
+        if args.record is not None:
+            out = args.output or Path("audio.wav")
+            count = record(args.record or None, args.seconds, out, args.rate)
+            print(f"saved {count / RATE:.1f} s of 16 kHz audio to {out}")
+            return 0
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    listing = _listing()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        _print_listing(listing)
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `devices` verb."""
+    parser = verbs.add_parser("devices", help="list cameras and audio inputs; grab a frame or record a clip")
+    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
+    parser.add_argument("--grab", metavar="SOURCE", help="save one frame from a camera source (index, path, URL)")
+    parser.add_argument(
+        "--record", metavar="DEVICE", nargs="?", const="", help="record audio (default device when none is given)"
+    )
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of --record (default 2)")
+    parser.add_argument("--rate", type=int, default=48000, help="capture rate of --record (default 48000)")
+    parser.add_argument("-o", "--output", type=Path, help="file for --grab (frame.jpg) or --record (audio.wav)")
+    parser.set_defaults(handler=devices)
