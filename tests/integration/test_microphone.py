@@ -105,3 +105,26 @@ def test_an_unknown_device_name_lists_the_inputs(alsa_capture) -> None:  # type:
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert "no input device matching 'no such mic' (inputs: " in done.stdout and "'default'" in done.stdout
+
+
+RETRY = """
+import threading
+from edge_agent.config import MicrophoneConfig
+from edge_agent.service import Backoff
+from edge_agent.sources.audio import SoundDeviceMicrophone
+stop = threading.Event()
+mic = SoundDeviceMicrophone(MicrophoneConfig(device="USB PnP"), Backoff(initial_s=0.1, maximum_s=0.2))
+timer = threading.Timer(1.5, stop.set)
+timer.daemon = True
+timer.start()
+mic.run(lambda chunk: None, stop)
+print("state", mic.state)
+"""
+
+
+def test_a_missing_device_is_retried_not_fatal(alsa_capture) -> None:  # type: ignore[no-untyped-def]
+    env = alsa_capture(to_int16(tone(1.0, 16000)))
+    done = subprocess.run([sys.executable, "-c", RETRY], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("state reconnecting")
+    assert done.stderr.count("microphone: no input device matching 'USB PnP'") >= 3
