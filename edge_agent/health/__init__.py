@@ -1,0 +1,1 @@
+"""Self-supervision: probes of memory, temperature and throttling; degradation; watchdog."""
