@@ -8,6 +8,7 @@ import signal
 
 from edge_agent import __version__
 from edge_agent.config import Config
+from edge_agent.pipeline import Capture
 from edge_agent.service import Supervisor
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,13 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> int:
     _install_signal_handlers(asyncio.get_running_loop(), stop)
     supervisor = Supervisor()
     log.info("edge-agent %s starting: %s", __version__, describe(config))
+    capture = Capture(config)
     try:
+        capture.start(supervisor)
         await stop.wait()
     finally:
         log.info("stopping")
+        capture.stop_threads.set()  # capture threads end at their next read; then their services return
         await supervisor.stop()
     log.info("stopped")
     return 0

@@ -57,6 +57,11 @@ def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
             for pos, tool in enumerate(task.tools or []):
                 if tool not in tools:
                     problems.append((("tasks", index, "tools", pos), f"no tool named '{tool}' in 'tools'"))
+    if config.microphone is not None:
+        for pos, camera in enumerate(config.microphone.vad.arm_on_motion):
+            if camera not in cameras:
+                path: KeyPath = ("microphone", "vad", "arm_on_motion", pos)
+                problems.append((path, f"no camera named '{camera}' in 'cameras'"))
     for index, tool_config in enumerate(config.tools):
         action = tool_config.action
         if isinstance(action, SnapshotAction) and action.camera not in cameras:

@@ -117,6 +117,9 @@ class VadConfig(Section):
     listen_timeout_s: float = Field(
         default=8.0, gt=0, le=300, description="'triggered' mode: how long to wait for speech after a trigger."
     )
+    arm_on_motion: list[Identifier] = Field(
+        default_factory=list, description="'triggered' mode: cameras whose motion starts listening."
+    )
 
 
 class MicrophoneConfig(Section):

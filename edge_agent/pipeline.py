@@ -1,0 +1,107 @@
+"""The capture side of the daemon: cameras -> motion gate, microphone -> voice gate, as supervised services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from edge_agent.config import CameraConfig, Config
+from edge_agent.gating.motion import MotionDetector
+from edge_agent.gating.vad import VoiceGate, make_scorer
+from edge_agent.messages import AudioChunk, MotionResult, Utterance
+from edge_agent.service import Supervisor
+from edge_agent.sources.audio import open_microphone
+from edge_agent.sources.camera import Camera, LatestFrame
+
+log = logging.getLogger(__name__)
+_AUDIO_QUEUE_CHUNKS = 320  # ~10 s of 32 ms chunks between the capture thread and the voice gate
+
+
+@dataclass
+class Capture:
+    """Runs the inputs and their gates; motion and utterances go to the given callbacks."""
+
+    config: Config
+    on_motion: Callable[[MotionResult], None] | None = None
+    on_utterance: Callable[[Utterance], None] | None = None
+    stop_threads: threading.Event = field(default_factory=threading.Event)
+    cameras: dict[str, Camera] = field(default_factory=dict)
+    voice_gate: VoiceGate | None = None
+    audio_dropped: int = 0
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Start one capture service and one gate service per input."""
+        loop = asyncio.get_running_loop()
+        for camera_config in self.config.cameras:
+            slot = LatestFrame(loop)
+            camera = Camera(camera_config, slot.put)
+            self.cameras[camera_config.name] = camera
+            name = camera_config.name
+            supervisor.start(f"camera:{name}", partial(asyncio.to_thread, camera.run, self.stop_threads))
+            if camera_config.motion.enabled:
+                supervisor.start(f"motion:{name}", partial(self._motion, camera_config, slot))
+        if self.config.microphone is not None:
+            self._start_microphone(supervisor, loop)
+
+    def _start_microphone(self, supervisor: Supervisor, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.config.microphone is not None
+        microphone = open_microphone(self.config.microphone)
+        queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(_AUDIO_QUEUE_CHUNKS)
+        self.voice_gate = VoiceGate(self.config.microphone.vad, make_scorer(self.config.microphone.vad))
+
+        def enqueue(chunk: AudioChunk | None) -> None:  # runs on the loop
+            if queue.full():
+                queue.get_nowait()
+                self.audio_dropped += 1
+            queue.put_nowait(chunk)
+
+        def hand_over(chunk: AudioChunk) -> None:  # runs on the capture thread
+            loop.call_soon_threadsafe(enqueue, chunk)
+
+        def capture() -> None:  # runs on its own thread
+            microphone.run(hand_over, self.stop_threads)
+            loop.call_soon_threadsafe(enqueue, None)  # the source ended (a file that does not loop)
+
+        supervisor.start("microphone", partial(asyncio.to_thread, capture))
+        supervisor.start("voice-gate", partial(self._voice, queue))
+
+    async def _motion(self, config: CameraConfig, slot: LatestFrame) -> None:
+        detector = MotionDetector(config.motion)
+        moving = False
+        while True:
+            frame = await slot.take()
+            result = detector.check(frame)
+            if result.motion != moving:
+                moving = result.motion
+                log.info(
+                    "camera %s: motion %s (area %.3f)", config.name, "started" if moving else "stopped", result.area
+                )
+            if result.scene_change:
+                log.info("camera %s: scene change (%.0f%% of the frame changed)", config.name, 100 * result.changed)
+            if result.motion:
+                if self.on_motion is not None:
+                    self.on_motion(result)
+                self._arm_on_motion(config.name)
+
+    def _arm_on_motion(self, camera: str) -> None:
+        microphone = self.config.microphone
+        if self.voice_gate is not None and microphone is not None and camera in microphone.vad.arm_on_motion:
+            if not self.voice_gate.listening:
+                log.info("voice gate: listening (motion on %s)", camera)
+            self.voice_gate.arm()
+
+    async def _voice(self, queue: asyncio.Queue[AudioChunk | None]) -> None:
+        assert self.voice_gate is not None
+        while True:
+            chunk = await queue.get()
+            utterance = self.voice_gate.flush() if chunk is None else self.voice_gate.feed(chunk)
+            if utterance is not None:
+                log.info("voice gate: utterance %.1f-%.1f s (%s)", utterance.start_s, utterance.end_s, utterance.reason)
+                if self.on_utterance is not None:
+                    self.on_utterance(utterance)
+            if chunk is None:
+                return

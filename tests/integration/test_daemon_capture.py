@@ -1,0 +1,62 @@
+"""`edge-agent run` with a file camera and a file microphone: motion and utterances show up, SIGTERM stops it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_daemon_sees_motion_and_hears_an_utterance(write_config: Callable[[str], Path], model_dir: Path) -> None:
+    demo = REPO / "deploy" / "demo"
+    config = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        cameras:
+          - name: garage
+            source: {demo / "garage.mp4"}
+            fps: 5
+        microphone:
+          file: {demo / "voice.wav"}
+          realtime: false
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "-c", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("camera garage: motion started" in line for line in lines):
+        lines.append(proc.stderr.readline())
+    proc.send_signal(signal.SIGTERM)
+    lines += proc.stderr.read().splitlines()
+    assert proc.wait(timeout=10) == 0
+    log = "\n".join(lines)
+    assert "camera garage: ok" in log
+    assert "camera garage: motion started" in log  # the door rolls up between 4 and 7 s
+    spoken = re.search(r"voice gate: utterance (\d+\.\d)-(\d+\.\d) s \(silence\)", log)
+    assert spoken is not None, log
+    assert abs(float(spoken.group(1)) - 1.5) <= 0.3  # the sentence starts 1.5 s into the file
+    assert "Traceback" not in log
+
+
+def test_demo_config_is_valid(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copytree(REPO / "deploy" / "demo", tmp_path / "demo")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "check-config", "-c", str(tmp_path / "demo" / "config.yaml")],
+        capture_output=True,
+        text=True,
+        env={"EDGE_AGENT_MODEL_DIR": str(model), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
