@@ -7,7 +7,7 @@ PY310 := $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bi
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { command -v $$p; break; }; done)
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint typecheck pytest test-py310 docs clean check-wheels
+.PHONY: demo test lint typecheck pytest test-py310 docs clean check-wheels fixtures
 
 $(VENV)/.runtime: pyproject.toml
 	bash deploy/os-deps.sh runtime
@@ -47,6 +47,18 @@ ifdef PY310
 else
 	@echo "test-py310: no python3.10 on this machine; skipped"
 endif
+
+# Rebuild the tiny test models with torch and transformers (the `export` extra) and compare them with the
+# committed ones; FIXTURES_WRITE=1 overwrites them instead.
+FIXTURE_TMP ?= /tmp/edge-agent-fixtures
+fixtures: $(VENV)/.runtime
+	$(PYTHON) -m venv .venv-export
+	.venv-export/bin/pip install --quiet -e '.[export]'
+	for preset in tiny-gemma4 tiny-gemma4-b; do \
+	  .venv-export/bin/python models/build_tiny_gemma4.py --preset $$preset --out $(FIXTURE_TMP)/$$preset || exit 1; \
+	  if [ -n "$(FIXTURES_WRITE)" ]; then rm -rf models/$$preset && cp -r $(FIXTURE_TMP)/$$preset models/; \
+	  else $(BIN)/python models/compare_fixture.py models/$$preset $(FIXTURE_TMP)/$$preset || exit 1; fi; \
+	done
 
 docs: $(VENV)/.runtime
 	$(BIN)/python -m edge_agent.config.docs --write README.md
