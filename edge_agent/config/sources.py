@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edge_agent.config.base import FilePath, Identifier, Section
 
@@ -19,6 +20,10 @@ class CropConfig(Section):
 
 
 Point = tuple[float, float]
+
+
+def _is_stream_or_command(source: str) -> bool:
+    return "://" in source or source.startswith("exec:")
 
 
 class MotionConfig(Section):
@@ -79,6 +84,17 @@ class CameraConfig(Section):
     crop: CropConfig | None = Field(default=None, description="Keep only this region (after rotate/flip).")
     loop: bool = Field(default=True, description="Files and image directories: start over at the end.")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate of this camera.")
+
+    @field_validator("source")
+    @classmethod
+    def _relative_to_config(cls, value: str | int, info: ValidationInfo) -> str | int:
+        """Relative file and directory sources are taken from the config file's directory."""
+        base = (info.context or {}).get("base_dir")
+        if isinstance(value, str) and base is not None and value.strip() and not _is_stream_or_command(value):
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                return str(Path(base) / path)
+        return value
 
     @model_validator(mode="after")
     def _source_not_blank(self) -> CameraConfig:

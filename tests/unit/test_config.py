@@ -262,3 +262,25 @@ def test_readme_reference_is_in_sync_with_the_models() -> None:
 
     readme = (REPO / "README.md").read_text()
     assert replace_block(readme) == readme, "config reference out of date: run `make docs`"
+
+
+def test_relative_camera_files_are_taken_from_the_config_directory(write_config: WriteConfig, tmp_path: Path) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {tmp_path}}}
+        cameras:
+          - {{name: a, source: clips/garage.mp4}}
+          - {{name: b, source: "rtsp://cam.local/stream"}}
+          - {{name: c, source: "exec:rpicam-vid -t 0 --codec mjpeg -o -"}}
+          - {{name: d, source: /dev/video0}}
+          - {{name: e, source: 0}}
+        """
+    )
+    sources = [c.source for c in load_config(path, env={}).cameras]
+    assert sources == [
+        str(tmp_path / "clips" / "garage.mp4"),
+        "rtsp://cam.local/stream",
+        "exec:rpicam-vid -t 0 --codec mjpeg -o -",
+        "/dev/video0",
+        0,
+    ]
