@@ -1,0 +1,71 @@
+"""Gemma 4 prompts as data and pure functions: turns, thinking, and the generation prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["system", "user", "model"]
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """The markers of Gemma 4's chat format (from its chat_template.jinja)."""
+
+    bos: str = "<bos>"
+    turn_start: str = "<|turn>"
+    turn_end: str = "<turn|>"
+    think: str = "<|think|>"
+    channel_start: str = "<|channel>"
+    channel_end: str = "<channel|>"
+
+    @property
+    def empty_thought(self) -> str:
+        """What the generation prompt pre-fills when thinking is off."""
+        return f"{self.channel_start}thought\n{self.channel_end}"
+
+
+GEMMA4 = ChatFormat()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    text: str
+
+
+def render_prompt(
+    messages: Sequence[Message], *, thinking: bool = False, add_generation_prompt: bool = True, fmt: ChatFormat = GEMMA4
+) -> str:
+    """The prompt text exactly as Gemma 4's chat template renders these turns."""
+    out = [fmt.bos]
+    turns = list(messages)
+    if thinking or (turns and turns[0].role == "system"):
+        system = turns.pop(0).text.strip() if turns and turns[0].role == "system" else ""
+        out.append(f"{fmt.turn_start}system\n{fmt.think if thinking else ''}{system}{fmt.turn_end}\n")
+    for message in turns:
+        if message.role == "system":
+            raise ValueError("a system message may only come first")
+        text = strip_thoughts(message.text, fmt) if message.role == "model" else message.text
+        out.append(f"{fmt.turn_start}{message.role}\n{text.strip()}{fmt.turn_end}\n")
+    if add_generation_prompt:
+        out.append(f"{fmt.turn_start}model\n")
+        if not thinking:
+            out.append(fmt.empty_thought)
+    return "".join(out)
+
+
+def strip_thoughts(text: str, fmt: ChatFormat = GEMMA4) -> str:
+    """A model turn without its thought channel, as the template re-renders earlier turns."""
+    kept = []
+    for part in text.split(fmt.channel_end):
+        kept.append(part.split(fmt.channel_start)[0] if fmt.channel_start in part else part)
+    return "".join(kept)
+
+
+def stop_strings(fmt: ChatFormat = GEMMA4) -> tuple[str, ...]:
+    """Text that ends a model turn."""
+    return (fmt.turn_end,)
