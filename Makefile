@@ -48,14 +48,17 @@ else
 	@echo "test-py310: no python3.10 on this machine; skipped"
 endif
 
-# Rebuild the tiny test models with torch and transformers (the `export` extra) and compare them with the
-# committed ones; FIXTURES_WRITE=1 overwrites them instead.
+# Rebuild the tiny test models with torch and transformers (the `export` extra), add q4 goldens from
+# transformers.js (Node), and compare them with the committed ones; FIXTURES_WRITE=1 overwrites them instead.
 FIXTURE_TMP ?= /tmp/edge-agent-fixtures
 fixtures: $(VENV)/.runtime
 	$(PYTHON) -m venv .venv-export
 	.venv-export/bin/pip install --quiet -e '.[export]'
+	[ -d models/.node/node_modules/@huggingface/transformers ] || \
+	  ONNXRUNTIME_NODE_INSTALL=skip npm install --silent --no-audit --no-fund --prefix models/.node @huggingface/transformers@4.3.1
 	for preset in tiny-gemma4 tiny-gemma4-b; do \
 	  .venv-export/bin/python models/build_tiny_gemma4.py --preset $$preset --out $(FIXTURE_TMP)/$$preset || exit 1; \
+	  $(BIN)/python models/js_goldens.py $(FIXTURE_TMP)/$$preset || exit 1; \
 	  if [ -n "$(FIXTURES_WRITE)" ]; then rm -rf models/$$preset && cp -r $(FIXTURE_TMP)/$$preset models/; \
 	  else $(BIN)/python models/compare_fixture.py models/$$preset $(FIXTURE_TMP)/$$preset || exit 1; fi; \
 	done
