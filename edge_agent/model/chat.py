@@ -6,7 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["system", "user", "model"]
+from edge_agent.model.chat_tools import (
+    ToolCall,
+    ToolResponse,
+    ToolSpec,
+    format_call,
+    format_declaration,
+    format_response,
+)
+
+Role = Literal["system", "user", "model", "tool"]
 
 
 @dataclass(frozen=True)
@@ -31,28 +40,43 @@ GEMMA4 = ChatFormat()
 
 @dataclass(frozen=True)
 class Message:
-    """One turn of a conversation."""
+    """One turn of a conversation: text, and for the model its tool calls, for tools their responses."""
 
     role: Role
-    text: str
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_responses: tuple[ToolResponse, ...] = ()
 
 
 def render_prompt(
-    messages: Sequence[Message], *, thinking: bool = False, add_generation_prompt: bool = True, fmt: ChatFormat = GEMMA4
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec] = (),
+    *,
+    thinking: bool = False,
+    add_generation_prompt: bool = True,
+    fmt: ChatFormat = GEMMA4,
 ) -> str:
-    """The prompt text exactly as Gemma 4's chat template renders these turns."""
+    """The prompt text exactly as Gemma 4's chat template renders these turns and tools."""
     out = [fmt.bos]
     turns = list(messages)
-    if thinking or (turns and turns[0].role == "system"):
+    if thinking or tools or (turns and turns[0].role == "system"):
         system = turns.pop(0).text.strip() if turns and turns[0].role == "system" else ""
-        out.append(f"{fmt.turn_start}system\n{fmt.think if thinking else ''}{system}{fmt.turn_end}\n")
+        declarations = "".join(format_declaration(tool) for tool in tools)
+        out.append(f"{fmt.turn_start}system\n{fmt.think if thinking else ''}{system}{declarations}{fmt.turn_end}\n")
+    continues_model_turn = False
     for message in turns:
         if message.role == "system":
             raise ValueError("a system message may only come first")
-        text = strip_thoughts(message.text, fmt) if message.role == "model" else message.text
-        out.append(f"{fmt.turn_start}{message.role}\n{text.strip()}{fmt.turn_end}\n")
+        out.append(f"{fmt.turn_start}{message.role}\n")
+        out += [format_call(call) for call in message.tool_calls]
+        out += [format_response(response) for response in message.tool_responses]
+        out.append(strip_thoughts(message.text, fmt) if message.role == "model" else message.text.strip())
+        continues_model_turn = bool(message.tool_responses)
+        if not (message.tool_responses and not message.text):
+            out.append(f"{fmt.turn_end}\n")
     if add_generation_prompt:
-        out.append(f"{fmt.turn_start}model\n")
+        if not continues_model_turn:  # after tool responses the model's turn goes on
+            out.append(f"{fmt.turn_start}model\n")
         if not thinking:
             out.append(fmt.empty_thought)
     return "".join(out)
@@ -63,7 +87,7 @@ def strip_thoughts(text: str, fmt: ChatFormat = GEMMA4) -> str:
     kept = []
     for part in text.split(fmt.channel_end):
         kept.append(part.split(fmt.channel_start)[0] if fmt.channel_start in part else part)
-    return "".join(kept)
+    return "".join(kept).strip()
 
 
 def stop_strings(fmt: ChatFormat = GEMMA4) -> tuple[str, ...]:
