@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -211,6 +212,8 @@ def externalize(path: Path) -> None:
 def quantize_q4(onnx_dir: Path) -> None:
     """The `_q4` graphs: MatMul weights as 4-bit MatMulNBits (block 32, symmetric)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
     for graph in ("embed_tokens", "decoder_model_merged"):
         model = onnx.load(str(onnx_dir / f"{graph}.onnx"))

@@ -45,7 +45,7 @@ def start_broker(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     sys.exit(f"demo: mosquitto did not start on port {port}")
 
 
-def subscribe_and_print(port: int) -> mqtt.Client:
+def subscribe_and_print(port: int, seen: list[str]) -> mqtt.Client:
     """A subscriber to everything, printing each message as a user would see it."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
 
@@ -53,6 +53,7 @@ def subscribe_and_print(port: int) -> mqtt.Client:
         payload = message.payload.decode("utf-8", "replace")
         payload = payload if len(payload) <= 200 else payload[:200] + "..."
         retained = " (retained)" if message.retain else ""
+        seen.append(message.topic)
         print(f"[subscriber] {message.topic}{retained}: {payload}", flush=True)
 
     client.on_message = on_message
@@ -75,7 +76,8 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
         broker = start_broker(Path(tmp), port)
-        subscriber = subscribe_and_print(port)
+        seen: list[str] = []
+        subscriber = subscribe_and_print(port, seen)
         print(f"demo: broker on 127.0.0.1:{port}; daemon runs for {args.seconds:.0f} s", flush=True)
         daemon = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(args.config)], env=env)
         try:
@@ -89,7 +91,7 @@ def main() -> int:
             subscriber.disconnect()
             broker.terminate()
             broker.wait(timeout=5)
-    print(f"demo: daemon exited with {code}", flush=True)
+    print(f"demo: daemon exited with {code}; the subscriber saw {len(seen)} MQTT message(s)", flush=True)
     return code
 
 
