@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
+import time
 
 from edge_agent import __version__
 from edge_agent.config import Config
+from edge_agent.health.probes import Probes
+from edge_agent.health.report import health_report
+from edge_agent.messages import MotionResult, Utterance
 from edge_agent.pipeline import Capture
 from edge_agent.service import Supervisor
+from edge_agent.sinks.mqtt import MqttLink, open_spool
+from edge_agent.sources.camera import CameraStatus
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +36,77 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Even
         loop.add_signal_handler(sig, stop.set)
 
 
+class Node:
+    """What the node tells the world: state, health and results, over its MQTT link."""
+
+    def __init__(self, config: Config, link: MqttLink, capture: Capture) -> None:
+        self.config, self.link, self.capture = config, link, capture
+        self.started = time.time()
+        self.probes = Probes()
+        capture.on_motion_change = self.motion_changed
+        capture.on_utterance = self.heard
+        capture.on_camera_status = self.camera_status
+
+    def state(self) -> dict[str, object]:
+        """The retained `state` JSON."""
+        return {
+            "status": "running",
+            "version": __version__,
+            "started": self.started,
+            "model": {"path": str(self.config.model.path), "variant": self.config.model.variant},
+            "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
+        }
+
+    def publish_state(self) -> None:
+        """Publish the retained `state`."""
+        self.link.publish_state("state", json.dumps(self.state()))
+
+    def camera_status(self, status: CameraStatus) -> None:
+        """A camera changed state (ok / reconnecting / failed / ended)."""
+        self.publish_state()
+
+    def motion_changed(self, result: MotionResult) -> None:
+        """Motion started or stopped on a camera."""
+        self.link.publish_result(
+            f"motion/{result.camera}", {"camera": result.camera, "motion": result.motion, "area": round(result.area, 4)}
+        )
+
+    def heard(self, utterance: Utterance) -> None:
+        """The voice gate cut out an utterance."""
+        self.link.publish_result(
+            "utterance",
+            {"start_s": round(utterance.start_s, 3), "end_s": round(utterance.end_s, 3), "reason": utterance.reason},
+        )
+
+    async def report_health(self) -> None:
+        """Publish the retained `health` JSON every health.interval_s."""
+        while True:
+            report = await asyncio.to_thread(health_report, self.probes)
+            report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
+            self.link.publish_state("health", json.dumps(report))
+            await asyncio.sleep(self.config.health.interval_s)
+
+
 async def run(config: Config, stop: asyncio.Event | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
     stop = stop or asyncio.Event()
     _install_signal_handlers(asyncio.get_running_loop(), stop)
     supervisor = Supervisor()
     log.info("edge-agent %s starting: %s", __version__, describe(config))
+    link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
     capture = Capture(config)
+    node = Node(config, link, capture)
     try:
+        link.start()
         capture.start(supervisor)
+        node.publish_state()
+        supervisor.start("health", node.report_health)
         await stop.wait()
     finally:
         log.info("stopping")
         capture.stop_threads.set()  # capture threads end at their next read; then their services return
         await supervisor.stop()
+        await link.stop()
+        link.spool.close()
     log.info("stopped")
     return 0

@@ -15,7 +15,7 @@ from edge_agent.gating.vad import VoiceGate, make_scorer
 from edge_agent.messages import AudioChunk, MotionResult, Utterance
 from edge_agent.service import Supervisor
 from edge_agent.sources.audio import open_microphone
-from edge_agent.sources.camera import Camera, LatestFrame
+from edge_agent.sources.camera import Camera, CameraStatus, LatestFrame
 
 log = logging.getLogger(__name__)
 _AUDIO_QUEUE_CHUNKS = 320  # ~10 s of 32 ms chunks between the capture thread and the voice gate
@@ -27,7 +27,9 @@ class Capture:
 
     config: Config
     on_motion: Callable[[MotionResult], None] | None = None
+    on_motion_change: Callable[[MotionResult], None] | None = None
     on_utterance: Callable[[Utterance], None] | None = None
+    on_camera_status: Callable[[CameraStatus], None] | None = None
     stop_threads: threading.Event = field(default_factory=threading.Event)
     cameras: dict[str, Camera] = field(default_factory=dict)
     voice_gate: VoiceGate | None = None
@@ -38,7 +40,7 @@ class Capture:
         loop = asyncio.get_running_loop()
         for camera_config in self.config.cameras:
             slot = LatestFrame(loop)
-            camera = Camera(camera_config, slot.put)
+            camera = Camera(camera_config, slot.put, on_status=partial(self._status_from_thread, loop))
             self.cameras[camera_config.name] = camera
             name = camera_config.name
             supervisor.start(f"camera:{name}", partial(asyncio.to_thread, camera.run, self.stop_threads))
@@ -46,6 +48,10 @@ class Capture:
                 supervisor.start(f"motion:{name}", partial(self._motion, camera_config, slot))
         if self.config.microphone is not None:
             self._start_microphone(supervisor, loop)
+
+    def _status_from_thread(self, loop: asyncio.AbstractEventLoop, status: CameraStatus) -> None:
+        if self.on_camera_status is not None:
+            loop.call_soon_threadsafe(self.on_camera_status, status)
 
     def _start_microphone(self, supervisor: Supervisor, loop: asyncio.AbstractEventLoop) -> None:
         assert self.config.microphone is not None
@@ -80,6 +86,8 @@ class Capture:
                 log.info(
                     "camera %s: motion %s (area %.3f)", config.name, "started" if moving else "stopped", result.area
                 )
+                if self.on_motion_change is not None:
+                    self.on_motion_change(result)
             if result.scene_change:
                 log.info("camera %s: scene change (%.0f%% of the frame changed)", config.name, 100 * result.changed)
             if result.motion:

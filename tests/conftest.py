@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,19 @@ from rig.broker import Mosquitto
 from rig.camera import MjpegServer, write_video
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Daemons started by tests keep their spool in a temporary directory, never in $HOME."""
+    path = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("STATE_DIRECTORY")
+    os.environ["STATE_DIRECTORY"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["STATE_DIRECTORY"]
+    else:
+        os.environ["STATE_DIRECTORY"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.config.base import (
+    AnyPath,
     DirPath,
     FilePath,
     Identifier,
@@ -84,6 +85,21 @@ class MqttConfig(Section):
     base_topic: Topic = Field(default="edge_agent", description="Prefix of every topic: <base_topic>/<device.id>/...")
     discovery_prefix: Topic = Field(default="homeassistant", description="Home Assistant MQTT discovery prefix.")
     discovery: bool = Field(default=True, description="Publish Home Assistant MQTT discovery messages.")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of results (1: kept in the spool until the broker acks).")
+    reconnect_max_s: float = Field(
+        default=60.0, ge=1, le=3600, description="Longest wait between reconnection attempts (backoff from 1 s)."
+    )
+    spool_path: AnyPath | None = Field(
+        default=None,
+        description="SQLite file of the outbound spool; default: $STATE_DIRECTORY/spool.db under systemd, "
+        "else ~/.local/state/edge-agent/spool.db.",
+    )
+    spool_max_messages: int = Field(
+        default=10000, ge=10, le=10_000_000, description="Most results kept while the broker is away (oldest dropped)."
+    )
+    spool_max_age_h: float = Field(
+        default=168.0, gt=0, le=8760, description="Results older than this many hours are dropped from the spool."
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""Outputs: the MQTT link with its durable spool, and Home Assistant discovery."""
