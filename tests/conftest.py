@@ -44,8 +44,9 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Factory for a private broker a test may stop and restart (outage tests)."""
     brokers: list[Mosquitto] = []
 
-    def make(extra_config: str = "") -> Mosquitto:
-        broker = Mosquitto(require("mosquitto"), tmp_path / f"broker{len(brokers)}", extra_config=extra_config)
+    def make(extra_config: str = "", persistent: bool = False) -> Mosquitto:
+        workdir = tmp_path / f"broker{len(brokers)}"
+        broker = Mosquitto(require("mosquitto"), workdir, extra_config=extra_config, persistent=persistent)
         brokers.append(broker)
         broker.start()
         return broker

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 import subprocess
 import time
@@ -36,6 +38,7 @@ class Mosquitto:
     workdir: Path
     port: int = field(default_factory=free_port)
     extra_config: str = ""
+    persistent: bool = False  # keep sessions and queued messages across restarts
     host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
 
@@ -47,8 +50,13 @@ class Mosquitto:
     def start(self) -> None:
         """Start the broker (again) on the same port and wait until it accepts connections."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        persistence = (
+            f"persistence true\npersistence_location {self.workdir}/\n" if self.persistent else "persistence false\n"
+        )
+        # started as root, mosquitto would switch to the 'mosquitto' user and could not write its files here
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
         self.config_file.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}{persistence}"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n{self.extra_config}"
         )
         self.process = subprocess.Popen(
