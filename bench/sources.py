@@ -1,9 +1,8 @@
 """Camera + motion gate cost: a 30 fps file read at a 2 fps cap for N minutes, beside a plain OpenCV loop.
 
 Prints CPU use (% of one core, from process CPU time), RSS at start, after one minute and at the end,
-frames delivered, and the
-motion gate's cost per frame; the peer is the naive loop (cv2.VideoCapture.read() of every frame, then
-throwing away what the cap does not need) run on the same file in the same process.
+frames delivered, and the motion gate's cost per frame; the peer is the naive loop (cv2.VideoCapture.read()
+of every frame, then throwing away what the cap does not need) run on the same file in the same process.
 Run: .venv/bin/python bench/sources.py --minutes 10
 """
 
