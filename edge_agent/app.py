@@ -15,7 +15,9 @@ from edge_agent.health.report import health_report
 from edge_agent.messages import MotionResult, Utterance
 from edge_agent.pipeline import Capture
 from edge_agent.service import Supervisor
-from edge_agent.sinks.mqtt import MqttLink, open_spool
+from edge_agent.sinks.announce import Announcer
+from edge_agent.sinks.ask import AskHandler, AskService, no_model
+from edge_agent.sinks.mqtt import MqttLink, MqttSetupError, open_spool
 from edge_agent.sources.camera import CameraStatus
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class Node:
             "status": "running",
             "version": __version__,
             "started": self.started,
-            "model": {"path": str(self.config.model.path), "variant": self.config.model.variant},
+            "model": {"path": str(self.config.model.path), "variant": self.config.model.variant, "loaded": False},
+            "degradation": "none",  # the degradation ladder (issue 8) does not exist yet: nothing is ever degraded
             "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
         }
 
@@ -87,17 +90,42 @@ class Node:
             await asyncio.sleep(self.config.health.interval_s)
 
 
-async def run(config: Config, stop: asyncio.Event | None = None) -> int:
+def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskService:
+    """Subscribe `ask` (JSON), `ask/text` (Home Assistant text) and `analyze` (button) to the ask service."""
+    mqtt = config.mqtt
+    service = AskService(
+        link,
+        link.topic("answer"),
+        handler,
+        queue_size=mqtt.ask_queue,
+        max_bytes=mqtt.ask_max_bytes,
+        timeout_s=mqtt.ask_timeout_s,
+    )
+    link.subscribe(link.topic("ask"), service.on_ask)
+    link.subscribe(link.topic("ask/text"), service.on_text)
+    link.subscribe(link.topic("analyze"), service.on_button)
+    return service
+
+
+async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: AskHandler = no_model) -> int:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
     stop = stop or asyncio.Event()
     _install_signal_handlers(asyncio.get_running_loop(), stop)
     supervisor = Supervisor()
     log.info("edge-agent %s starting: %s", __version__, describe(config))
-    link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+    try:
+        link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+    except MqttSetupError as exc:
+        log.error("%s", exc)
+        return 1
     capture = Capture(config)
     node = Node(config, link, capture)
+    questions = serve_questions(link, config, ask_handler)
+    if config.mqtt.discovery:
+        Announcer(config, link).attach()
     try:
         link.start()
+        supervisor.start("ask", questions.serve)
         capture.start(supervisor)
         node.publish_state()
         supervisor.start("health", node.report_health)

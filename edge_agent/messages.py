@@ -49,3 +49,35 @@ class MotionResult:
     area: float  # largest changed region, as a fraction of the (unmasked) frame
     changed: float  # fraction of unmasked pixels that changed
     scene_change: bool
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An MQTT message addressed to the node, with its MQTT 5 request/response properties."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """A question for the model; `question` None means "analyse now" (the Home Assistant button)."""
+
+    question: str | None
+    origin: Literal["mqtt", "text", "button"]
+    id: str | None = None
+    camera: str | None = None
+    received: float = 0.0  # wall clock (time.time())
+
+
+@dataclass(frozen=True)
+class AskReply:
+    """What the handler answered; the ask service adds the request's id and the timing."""
+
+    status: Literal["ok", "error", "busy"]
+    answer: str | None = None
+    error: str | None = None
+    model: str | None = None  # variant that answered, e.g. "q4"

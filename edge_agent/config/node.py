@@ -100,6 +100,20 @@ class MqttConfig(Section):
     spool_max_age_h: float = Field(
         default=168.0, gt=0, le=8760, description="Results older than this many hours are dropped from the spool."
     )
+    spool_fsync: bool = Field(
+        default=True,
+        description="Flush every result to disk before sending it (survives power loss); false: faster, "
+        "survives a crash of the daemon but may lose the last results on power loss.",
+    )
+    ask_queue: int = Field(
+        default=4, ge=1, le=1000, description="Questions that may wait for the model; more are answered 'busy'."
+    )
+    ask_max_bytes: int = Field(
+        default=16384, ge=256, le=1048576, description="Largest question payload; bigger ones get an error reply."
+    )
+    ask_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Longest time to answer a question before replying 'error'."
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod

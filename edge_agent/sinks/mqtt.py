@@ -7,20 +7,30 @@ import asyncio
 import json
 import logging
 import os
+import socket
+import ssl
+import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.config import MqttConfig
+from edge_agent.messages import Inbound
 from edge_agent.sinks.spool import Spool, Spooled
 
 log = logging.getLogger(__name__)
-MAX_INFLIGHT = 20
+MAX_INFLIGHT = 20  # spooled messages handed to paho before their PUBACKs; the rest wait on disk
+
+
+class MqttSetupError(ValueError):
+    """The MQTT settings cannot be used (e.g. a TLS file that cannot be loaded)."""
 
 
 def default_spool_path() -> Path:
@@ -31,7 +41,8 @@ def default_spool_path() -> Path:
 
 def open_spool(config: MqttConfig) -> Spool:
     """The spool the config asks for."""
-    return Spool(config.spool_path or default_spool_path(), config.spool_max_messages, config.spool_max_age_h * 3600)
+    path = config.spool_path or default_spool_path()
+    return Spool(path, config.spool_max_messages, config.spool_max_age_h * 3600, sync=config.spool_fsync)
 
 
 def make_client(config: MqttConfig, device_id: str, will_topic: str) -> mqtt.Client:
@@ -49,12 +60,15 @@ def make_client(config: MqttConfig, device_id: str, will_topic: str) -> mqtt.Cli
         client.username_pw_set(config.username, password)
     if config.tls is not None:
         tls = config.tls
-        client.tls_set(
-            ca_certs=str(tls.ca) if tls.ca else None,
-            certfile=str(tls.cert) if tls.cert else None,
-            keyfile=str(tls.key) if tls.key else None,
-            keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
-        )
+        try:
+            client.tls_set(
+                ca_certs=str(tls.ca) if tls.ca else None,
+                certfile=str(tls.cert) if tls.cert else None,
+                keyfile=str(tls.key) if tls.key else None,
+                keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise MqttSetupError(f"mqtt.tls: cannot load the certificates or key: {exc}") from None
         client.tls_insecure_set(tls.insecure)
     client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -71,13 +85,19 @@ class MqttLink:
         self.spool = spool
         self.client = make_client(config, device_id, self.availability_topic)
         self.connected = asyncio.Event()
+        self.on_connected: list[Callable[[], None]] = []  # run after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[int, int] = {}  # paho message id -> spool seq
         self._last_sent = 0
         self._retained: dict[str, bytes] = {}  # latest state-like payloads, re-sent on every connect
+        self._handlers: dict[str, Callable[[Inbound], None]] = {}
+        self._last_failure = ""
+        self._acked: list[int] = []
         self.client.on_connect = self._paho_connect
+        self.client.on_connect_fail = self._paho_connect_fail
         self.client.on_disconnect = self._paho_disconnect
         self.client.on_publish = self._paho_publish
+        self.client.on_message = self._paho_message
 
     def topic(self, suffix: str) -> str:
         """`<base_topic>/<device.id>/<suffix>`."""
@@ -100,15 +120,37 @@ class MqttLink:
         self.client.loop_stop()
         self.connected.clear()
 
+    def subscribe(self, topic: str, handler: Callable[[Inbound], None]) -> None:
+        """Call `handler` on the loop for every message on `topic` (subscribed again after each reconnect)."""
+        self._handlers[topic] = handler
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
+
     def publish_result(self, suffix: str, payload: Mapping[str, Any], *, retain: bool = False) -> Spooled:
-        """Spool a result (with a unique id and its creation time), then send what the broker can take."""
+        """Spool a JSON result (with a unique id and its creation time), then send what the broker can take."""
         message_id, created = uuid.uuid4().hex, time.time()
         body = json.dumps({"id": message_id, "ts": created, **payload}).encode()
+        return self.publish_spooled(suffix, body, retain=retain, message_id=message_id, created=created)
+
+    def publish_spooled(
+        self,
+        suffix: str,
+        body: bytes,
+        *,
+        retain: bool = False,
+        message_id: str | None = None,
+        created: float | None = None,
+    ) -> Spooled:
+        """Spool any payload (e.g. a JPEG snapshot) for `<base>/<suffix>`, then send what the broker can take."""
         stored = self.spool.put(
             self.topic(suffix), body, qos=self.config.qos, retain=retain, message_id=message_id, created=created
         )
         self._flush()
         return stored
+
+    def publish_event(self, data: dict[str, Any]) -> None:
+        """Spool an event for Home Assistant's event entity on `<base>/event` (events are never retained)."""
+        self.publish_result("event", data, retain=False)
 
     def publish_state(self, suffix: str, payload: bytes | str, retain: bool = True) -> None:
         """Publish a latest-value topic (state, health); only the newest matters, so it is not spooled."""
@@ -119,13 +161,24 @@ class MqttLink:
         if self.connected.is_set():
             self.client.publish(topic, data, qos=1, retain=retain)
 
+    def publish_now(
+        self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None
+    ) -> None:
+        """Publish at QoS 1 without spooling (replies, discovery); paho keeps it over a short disconnect."""
+        properties = None
+        if correlation_data is not None and self.config.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.CorrelationData = correlation_data
+        self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
     def _flush(self) -> None:
         if not self.connected.is_set():
             return
         room = MAX_INFLIGHT - len(self._inflight)
         for message in self.spool.pending(after_seq=self._last_sent, limit=max(0, room)):
             info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            queued = info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and message.qos > 0  # paho resends it on reconnect
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not queued:
                 log.warning("mqtt: publish to %s failed (%s); will retry", message.topic, mqtt.error_string(info.rc))
                 return
             self._inflight[info.mid] = message.seq
@@ -133,36 +186,77 @@ class MqttLink:
 
     def _on_connect(self, reason: str, failed: bool) -> None:
         if failed:
-            log.error("mqtt: %s:%s refused the connection: %s", self.config.host, self.config.port, reason)
+            self._failure(f"the broker refused the connection: {reason}")
             return
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
+        self._last_failure = ""
+        if self._handlers:  # before `online`: once a client sees `online`, questions are heard
+            self.client.subscribe([(topic, 1) for topic in self._handlers])
         self.client.publish(self.availability_topic, "online", qos=1, retain=True)
         for topic, data in self._retained.items():
             self.client.publish(topic, data, qos=1, retain=True)
         self.connected.set()
+        for hook in self.on_connected:
+            hook()
         self._flush()
+
+    def _failure(self, why: str) -> None:
+        level = logging.WARNING if why == self._last_failure else logging.ERROR
+        log.log(level, "mqtt: %s:%s: %s; retrying with backoff", self.config.host, self.config.port, why)
+        self._last_failure = why
 
     def _on_disconnect(self, reason: str) -> None:
         if self.connected.is_set():
             log.warning("mqtt: disconnected (%s); reconnecting with backoff", reason)
         self.connected.clear()
 
-    def _on_publish(self, mid: int) -> None:
+    def _on_publish(self, mid: int, failure: str | None) -> None:
         seq = self._inflight.pop(mid, None)
+        if failure is not None:
+            log.warning("mqtt: the broker rejected a message (%s); dropped", failure)
         if seq is not None:
-            self.spool.ack(seq)
+            if not self._acked:  # PUBACKs handed over together are deleted in one transaction
+                asyncio.get_running_loop().call_soon(self._commit_acks)
+            self._acked.append(seq)
+
+    def _commit_acks(self) -> None:
+        acked, self._acked = self._acked, []
+        self.spool.ack(*acked)
         self._flush()
+
+    def _on_message(self, message: Inbound) -> None:
+        handler = self._handlers.get(message.topic)
+        if handler is None:
+            return
+        try:
+            handler(message)
+        except Exception:
+            log.exception("mqtt: handling a message on %s failed", message.topic)
 
     # paho's thread -> the loop
     def _hand_over(self, callback: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(callback, *args)
 
-    def _paho_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+    def _paho_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # small replies and PUBACKs leave at once, not after Nagle's 40 ms
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._hand_over(self._on_connect, str(reason), bool(reason.is_failure))
+
+    def _paho_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        error = sys.exc_info()[1]  # paho calls this inside its `except OSError` around the connection attempt
+        self._hand_over(self._failure, f"cannot connect: {error}" if error else "cannot connect")
 
     def _paho_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         self._hand_over(self._on_disconnect, str(reason))
 
-    def _paho_publish(self, _c: mqtt.Client, _u: Any, mid: int, _reason: Any, _p: Any = None) -> None:
-        self._hand_over(self._on_publish, mid)
+    def _paho_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any = None) -> None:
+        self._hand_over(self._on_publish, mid, str(reason) if reason.is_failure else None)
+
+    def _paho_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        properties = getattr(message, "properties", None)
+        response_topic = getattr(properties, "ResponseTopic", None)
+        correlation = getattr(properties, "CorrelationData", None)
+        inbound = Inbound(message.topic, bytes(message.payload), bool(message.retain), response_topic, correlation)
+        self._hand_over(self._on_message, inbound)

@@ -18,7 +18,9 @@ CREATE TABLE IF NOT EXISTS messages (
     retain INTEGER NOT NULL,
     created REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS notes (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -45,8 +47,10 @@ class Spool:
         self.max_age_s = max_age_s
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")  # FULL: survives power loss
+        self._sync = "FULL" if sync else "NORMAL"  # FULL: a stored result survives power loss
+        self._db.execute(f"PRAGMA synchronous={self._sync}")
         self._db.executescript(_SCHEMA)
+        self._depth = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
     def put(
         self,
@@ -66,16 +70,20 @@ class Spool:
                 "INSERT INTO messages (id, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, topic, payload, qos, int(retain), created),
             )
+            self._depth += 1
             self._enforce_bounds(created)
         assert cursor.lastrowid is not None
         return Spooled(cursor.lastrowid, message_id, topic, payload, qos, retain, created)
 
     def _enforce_bounds(self, now: float) -> None:
         old = self._db.execute("DELETE FROM messages WHERE created < ?", (now - self.max_age_s,)).rowcount
-        over = self._db.execute(
-            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq DESC LIMIT -1 OFFSET ?)",
-            (self.max_messages,),
-        ).rowcount
+        over = 0
+        if self._depth - old > self.max_messages:  # the count is kept in memory: no scan on every put
+            over = self._db.execute(
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
+                (self._depth - old - self.max_messages,),
+            ).rowcount
+        self._depth -= old + over
         if old + over:
             self._db.execute(
                 "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
@@ -91,20 +99,41 @@ class Spool:
         ).fetchall()
         return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
 
-    def ack(self, seq: int) -> None:
-        """The broker has the message: forget it."""
-        self._db.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+    def ack(self, *seqs: int) -> None:
+        """The broker has these messages: forget them (in one transaction)."""
+        if not seqs:
+            return
+        # A forgotten ack only means a duplicate after a crash (ids de-duplicate), so no fsync for it.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._db:
+                deleted = self._db.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq in seqs]).rowcount
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self._sync}")
+        self._depth -= deleted
 
     @property
     def depth(self) -> int:
         """How many messages wait."""
-        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        return self._depth
 
     @property
     def dropped(self) -> int:
         """How many messages were dropped (oldest first) to keep within the bounds, ever."""
         row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
         return int(row[0]) if row else 0
+
+    def note(self, name: str) -> str | None:
+        """A small piece of state kept with the spool (e.g. the Home Assistant entities last announced)."""
+        row = self._db.execute("SELECT value FROM notes WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_note(self, name: str, value: str) -> None:
+        """Remember a small piece of state across restarts."""
+        self._db.execute(
+            "INSERT INTO notes (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     def close(self) -> None:
         """Close the database."""

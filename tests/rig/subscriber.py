@@ -25,10 +25,19 @@ class Received:
 class Subscriber:
     """Subscribes to `topics` at QoS 1; with `session` the broker keeps its messages while it is away."""
 
-    def __init__(self, host: str, port: int, topics: list[str], session: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topics: list[str],
+        session: str | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.messages: list[Received] = []
         self._changed = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=session or "", protocol=mqtt.MQTTv5)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])

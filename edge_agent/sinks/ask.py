@@ -1,0 +1,174 @@
+"""Questions over MQTT: validate, queue (bounded), answer each exactly once, never crash on bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_agent.messages import AskReply, AskRequest, Inbound
+
+log = logging.getLogger(__name__)
+
+AskHandler = Callable[[AskRequest], Awaitable[AskReply]]
+
+
+class AskPayload(BaseModel):
+    """The JSON body of a question published to `<base>/ask`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str | None = Field(default=None, min_length=1, max_length=128, description="Echoed in the reply.")
+    question: str = Field(min_length=1, max_length=4000, description="What to ask the model.")
+    camera: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64, description="Camera whose newest frame to show."
+    )
+
+
+async def no_model(_request: AskRequest) -> AskReply:
+    """The handler until a model runtime is wired in."""
+    return AskReply("error", error="no model loaded")
+
+
+class Publisher(Protocol):
+    """What the ask service needs from the MQTT link."""
+
+    def publish_now(self, topic: str, payload: bytes, *, correlation_data: bytes | None = None) -> None:
+        """Publish at QoS 1, not retained, without spooling."""
+
+    def publish_event(self, data: dict[str, Any]) -> None:
+        """Spool a Home Assistant event (never retained)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a reply goes: an MQTT topic (with correlation data), or the Home Assistant event entity."""
+
+    topic: str | None
+    correlation_data: bytes | None = None
+
+
+def _problem(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"])
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        parts.append(f"{where}: {message}" if where else message)
+    return "invalid request: " + "; ".join(parts)
+
+
+def _echo_id(payload: bytes) -> str | None:
+    """The request's `id`, if one can be read at all (so even a rejected request can be matched)."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+
+
+def _valid_topic(topic: str) -> bool:
+    return bool(topic) and not any(ch in topic for ch in "+#\0") and len(topic.encode()) < 65535
+
+
+class AskService:
+    """Turns `ask` messages into requests on a bounded queue and publishes exactly one reply for each."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        answer_topic: str,
+        handler: AskHandler = no_model,
+        *,
+        queue_size: int = 4,
+        max_bytes: int = 16384,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.publisher, self.answer_topic, self.handler = publisher, answer_topic, handler
+        self.max_bytes, self.timeout_s = max_bytes, timeout_s
+        self.queue: asyncio.Queue[tuple[AskRequest, Destination]] = asyncio.Queue(queue_size)
+        self.replies = 0
+
+    def on_ask(self, message: Inbound) -> None:
+        """A JSON question on `<base>/ask` (runs on the loop)."""
+        destination = Destination(self.answer_topic)
+        if message.response_topic is not None:
+            if not _valid_topic(message.response_topic):
+                self._reply(AskRequest(None, "mqtt", received=time.time()), destination, "invalid response_topic")
+                return
+            destination = Destination(message.response_topic, message.correlation_data)
+        received = time.time()
+        if len(message.payload) > self.max_bytes:
+            error = f"request too large: {len(message.payload)} bytes, at most {self.max_bytes}"
+            self._reply(AskRequest(None, "mqtt", received=received), destination, error)
+            return
+        try:
+            body = AskPayload.model_validate_json(message.payload)
+        except ValidationError as exc:
+            request = AskRequest(None, "mqtt", id=_echo_id(message.payload), received=received)
+            self._reply(request, destination, _problem(exc))
+            return
+        self.submit(AskRequest(body.question, "mqtt", id=body.id, camera=body.camera, received=received), destination)
+
+    def on_text(self, message: Inbound) -> None:
+        """Plain text from Home Assistant's `text` entity; the answer goes to the event entity."""
+        question = message.payload[: self.max_bytes].decode("utf-8", "replace").strip()
+        if question and not message.retain:
+            self.submit(AskRequest(question, "text", received=time.time()), Destination(None))
+
+    def on_button(self, message: Inbound) -> None:
+        """Home Assistant's `button`: analyse now."""
+        if not message.retain:
+            self.submit(AskRequest(None, "button", received=time.time()), Destination(None))
+
+    def submit(self, request: AskRequest, destination: Destination) -> None:
+        """Queue a request, or answer `busy` at once when the queue is full."""
+        try:
+            self.queue.put_nowait((request, destination))
+        except asyncio.QueueFull:
+            self._send(request, destination, AskReply("busy", error="busy: too many questions waiting"))
+
+    async def serve(self) -> None:
+        """Answer queued requests one at a time, forever."""
+        while True:
+            request, destination = await self.queue.get()
+            try:
+                reply = await asyncio.wait_for(self.handler(request), self.timeout_s)
+            except asyncio.TimeoutError:
+                reply = AskReply("error", error=f"no answer within {self.timeout_s:g} s")
+            except Exception as exc:
+                log.exception("ask: the handler failed")
+                reply = AskReply("error", error=f"internal error: {type(exc).__name__}")
+            self._send(request, destination, reply)
+
+    def _reply(self, request: AskRequest, destination: Destination, error: str) -> None:
+        log.debug("ask: rejected: %s", error)
+        self._send(request, destination, AskReply("error", error=error))
+
+    def _send(self, request: AskRequest, destination: Destination, reply: AskReply) -> None:
+        body = {
+            "id": request.id,
+            "status": reply.status,
+            "answer": reply.answer,
+            "error": reply.error,
+            "model": reply.model,
+            "received": round(request.received, 3),
+            "elapsed_ms": round((time.time() - request.received) * 1000, 1),
+        }
+        self.replies += 1
+        try:
+            if destination.topic is None:  # the event carries its own unique `id`, like every spooled result
+                question = request.question if request.question is not None else "(analyse now)"
+                body.pop("id")
+                self.publisher.publish_event({"event_type": "answer", "question": question[:255], **body})
+            else:
+                data = json.dumps(body).encode()
+                self.publisher.publish_now(destination.topic, data, correlation_data=destination.correlation_data)
+        except Exception:  # a reply that cannot be sent must not take the service down
+            log.exception("ask: could not publish the reply")
