@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -75,13 +76,18 @@ def main() -> int:
     if subprocess.run([*EDGE_AGENT, "check-config", "-c", str(args.config)], env=env).returncode:
         return 2
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
+        env["STATE_DIRECTORY"] = tmp  # the demo's spool goes away with it
         broker = start_broker(Path(tmp), port)
         seen: list[str] = []
         subscriber = subscribe_and_print(port, seen)
         print(f"demo: broker on 127.0.0.1:{port}; daemon runs for {args.seconds:.0f} s", flush=True)
         daemon = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(args.config)], env=env)
         try:
-            daemon.wait(timeout=args.seconds)
+            time.sleep(min(5.0, args.seconds / 2))
+            question = json.dumps({"id": "demo-1", "question": "Is the garage door open?"})
+            print(f"[demo] asking on edge_agent/demo-node/ask: {question}", flush=True)
+            subscriber.publish("edge_agent/demo-node/ask", question, qos=1)
+            daemon.wait(timeout=max(1.0, args.seconds - min(5.0, args.seconds / 2)))
         except subprocess.TimeoutExpired:
             daemon.send_signal(signal.SIGTERM)
         finally:
