@@ -121,6 +121,8 @@ async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: As
     capture = Capture(config)
     node = Node(config, link, capture)
     questions = serve_questions(link, config, ask_handler)
+    if config.microphone is not None and config.microphone.vad.mode == "triggered":
+        link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
     if config.mqtt.discovery:
         Announcer(config, link).attach()
     try:

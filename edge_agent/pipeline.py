@@ -95,12 +95,18 @@ class Capture:
                     self.on_motion(result)
                 self._arm_on_motion(config.name)
 
+    def listen(self, reason: str) -> None:
+        """A trigger (motion, an MQTT message, a button) opens the voice gate for one utterance."""
+        if self.voice_gate is None:
+            return
+        if not self.voice_gate.listening:
+            log.info("voice gate: listening (%s)", reason)
+        self.voice_gate.arm()
+
     def _arm_on_motion(self, camera: str) -> None:
         microphone = self.config.microphone
-        if self.voice_gate is not None and microphone is not None and camera in microphone.vad.arm_on_motion:
-            if not self.voice_gate.listening:
-                log.info("voice gate: listening (motion on %s)", camera)
-            self.voice_gate.arm()
+        if microphone is not None and camera in microphone.vad.arm_on_motion:
+            self.listen(f"motion on {camera}")
 
     async def _voice(self, queue: asyncio.Queue[AudioChunk | None]) -> None:
         assert self.voice_gate is not None

@@ -143,6 +143,21 @@ def _controls(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             "payload_press": "PRESS",
             "icon": "mdi:eye-refresh",
         },
+        **(_listen(config, topics) if config.microphone and config.microphone.vad.mode == "triggered" else {}),
+    }
+
+
+def _listen(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+    """A button that makes a microphone in 'triggered' mode listen for one utterance (no wake word)."""
+    return {
+        "listen": {
+            "p": "button",
+            "name": "Listen",
+            "unique_id": f"{config.device.id}_listen",
+            "command_topic": topics.sub("listen"),
+            "payload_press": "PRESS",
+            "icon": "mdi:microphone",
+        }
     }
 
 
