@@ -27,7 +27,8 @@ def _prompt_ids(text: str) -> list[int]:
     return ids
 
 
-def _sampling(args: argparse.Namespace, defaults: dict[str, object]) -> SamplingParams:
+def sampling_from_args(args: argparse.Namespace, defaults: dict[str, object]) -> SamplingParams:
+    """Sampling from the command line, falling back to the model's generation_config.json."""
     if args.greedy:
         return SamplingParams(seed=args.seed)
     sampled = args.temperature is not None or bool(defaults.get("do_sample"))
@@ -67,7 +68,7 @@ def run_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             max_context=min(args.max_context, files.info.max_position_embeddings),
             eos_token_ids=frozenset() if args.ignore_eos else frozenset(files.generation.eos_token_ids),
-            sampling=_sampling(args, files.generation.sampling),
+            sampling=sampling_from_args(args, files.generation.sampling),
         )
         stream = None if args.json else (lambda text: print(text, end="", flush=True))
         result = generate(engine, prompt_ids, settings, tokenizer.stream(), on_text=stream)
@@ -104,6 +105,13 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat format")
     parser.add_argument("--system", help="a system instruction")
     parser.add_argument("--think", action="store_true", help="let the model think before answering")
+    add_generation_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object with ids, text and speed")
+    parser.set_defaults(handler=run_generate)
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Length, sampling and thread options shared by `generate` and `ask`."""
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default 256)")
     parser.add_argument("--max-context", type=int, default=4096, help="prompt + answer limit (default 4096)")
     parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
@@ -115,5 +123,3 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
     parser.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-turn tokens")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with ids, text and speed")
-    parser.set_defaults(handler=run_generate)

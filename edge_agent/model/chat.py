@@ -16,6 +16,9 @@ from edge_agent.model.chat_tools import (
 )
 
 Role = Literal["system", "user", "model", "tool"]
+Media = Literal["image", "audio"]
+# What the template writes for a content item of each type; the processor later expands the placeholder.
+MEDIA_MARKUP: dict[Media, str] = {"image": "\n\n<|image|>\n\n", "audio": "<|audio|>"}
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,11 @@ GEMMA4 = ChatFormat()
 
 @dataclass(frozen=True)
 class Message:
-    """One turn of a conversation: text, and for the model its tool calls, for tools their responses."""
+    """One turn: images/audio (rendered before the text, in order), text, tool calls, tool responses."""
 
     role: Role
     text: str = ""
+    media: tuple[Media, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
     tool_responses: tuple[ToolResponse, ...] = ()
 
@@ -70,6 +74,7 @@ def render_prompt(
         out.append(f"{fmt.turn_start}{message.role}\n")
         out += [format_call(call) for call in message.tool_calls]
         out += [format_response(response) for response in message.tool_responses]
+        out += [MEDIA_MARKUP[kind] for kind in message.media]
         out.append(strip_thoughts(message.text, fmt) if message.role == "model" else message.text.strip())
         continues_model_turn = bool(message.tool_responses)
         if not (message.tool_responses and not message.text):

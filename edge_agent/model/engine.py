@@ -26,6 +26,8 @@ _ORT_DTYPES: dict[str, Any] = {
 }
 _DECODER_INPUTS = {"inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep"}
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+_VISION_INPUTS = ("pixel_values", "pixel_position_ids")
+_AUDIO_INPUTS = ("input_features", "input_features_mask")
 
 
 class EngineError(Exception):
@@ -70,31 +72,64 @@ def _dtype(node: Any, graph: Path) -> Any:
     return dtype
 
 
-class TextEngine:
-    """Runs `embed_tokens` and `decoder_model_merged` of a Gemma 4 export."""
+def open_session(path: Path, options: EngineOptions, providers: Sequence[str]) -> ort.InferenceSession:
+    """An onnxruntime session for one graph; a graph onnxruntime refuses is a ModelFilesError naming it."""
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if options.intra_op_threads:
+        session_options.intra_op_num_threads = options.intra_op_threads
+    if options.inter_op_threads:
+        session_options.inter_op_num_threads = options.inter_op_threads
+    try:
+        return ort.InferenceSession(str(path), session_options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFilesError(f"{path}: onnxruntime cannot load it: {reason}") from None
 
-    def __init__(self, files: ModelFiles, options: EngineOptions | None = None) -> None:
+
+class Encoder:
+    """One encoder graph (vision or audio): two named inputs in, a [N, hidden] feature matrix out."""
+
+    def __init__(self, path: Path, inputs: tuple[str, str], options: EngineOptions, providers: Sequence[str]) -> None:
+        self.path = path
+        self._session = open_session(path, options, providers)
+        have = [node.name for node in self._session.get_inputs()]
+        if sorted(have) != sorted(inputs):
+            raise EngineError(f"{path}: expected inputs {list(inputs)}, got {have}")
+        self._types = {node.name: _dtype(node, path) for node in self._session.get_inputs()}
+        self._output = self._session.get_outputs()[0].name
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The features of these inputs, flattened to [N, hidden] float32."""
+        typed = {name: value.astype(self._types[name], copy=False) for name, value in feeds.items()}
+        try:
+            (features,) = self._session.run([self._output], typed)
+        except Exception as exc:  # onnxruntime's own error types: shapes or values the graph refuses
+            raise EngineError(f"{self.path}: {str(exc).strip().splitlines()[0]}") from None
+        features = np.asarray(features, dtype=np.float32)
+        return features.reshape(-1, features.shape[-1])
+
+
+class TextEngine:
+    """Runs `embed_tokens` and `decoder_model_merged` of a Gemma 4 export, and its encoders when present."""
+
+    def __init__(
+        self, files: ModelFiles, options: EngineOptions | None = None, encoders: Sequence[str] = ("image", "audio")
+    ) -> None:
         options = options or EngineOptions()
         self.files = files
         self.providers = choose_providers(options.providers, ort.get_available_providers())
-        self._embed = self._session(files.embed_tokens.onnx, options)
-        self._decoder = self._session(files.decoder.onnx, options)
+        self._embed = open_session(files.embed_tokens.onnx, options, self.providers)
+        self._decoder = open_session(files.decoder.onnx, options, self.providers)
         self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()
-
-    def _session(self, path: Path, options: EngineOptions) -> ort.InferenceSession:
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if options.intra_op_threads:
-            session_options.intra_op_num_threads = options.intra_op_threads
-        if options.inter_op_threads:
-            session_options.inter_op_num_threads = options.inter_op_threads
-        try:
-            return ort.InferenceSession(str(path), session_options, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFilesError(f"{path}: onnxruntime cannot load it: {reason}") from None
+        self.vision: Encoder | None = None
+        self.audio: Encoder | None = None
+        if files.vision_encoder and "image" in encoders:
+            self.vision = Encoder(files.vision_encoder.onnx, _VISION_INPUTS, options, self.providers)
+        if files.audio_encoder and "audio" in encoders:
+            self.audio = Encoder(files.audio_encoder.onnx, _AUDIO_INPUTS, options, self.providers)
 
     def _check_io(self) -> None:
         graph = self.files.decoder.onnx

@@ -52,6 +52,11 @@ class ModelInfo:
     image_token_id: int | None
     audio_token_id: int | None
     pad_token_id: int | None
+    video_token_id: int | None = None
+    boi_token_id: int | None = None
+    eoi_token_id: int | None = None
+    boa_token_id: int | None = None
+    eoa_token_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,11 @@ def parse_model_info(path: Path) -> ModelInfo:
         image_token_id=_opt_int(data, "image_token_id", "image_token_index"),
         audio_token_id=_opt_int(data, "audio_token_id", "audio_token_index"),
         pad_token_id=_opt_int(text, "pad_token_id") if "pad_token_id" in text else _opt_int(data, "pad_token_id"),
+        video_token_id=_opt_int(data, "video_token_id", "video_token_index"),
+        boi_token_id=_opt_int(data, "boi_token_id", "boi_token_index"),
+        eoi_token_id=_opt_int(data, "eoi_token_id", "eoi_token_index"),
+        boa_token_id=_opt_int(data, "boa_token_id", "boa_token_index"),
+        eoa_token_id=_opt_int(data, "eoa_token_id", "eoa_token_index"),
     )
 
 

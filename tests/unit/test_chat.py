@@ -20,6 +20,23 @@ GOLDEN = [
         "<bos><|turn>system\nBe brief.<turn|>\n<|turn>user\nIs the door open?<turn|>\n<|turn>model\n"
         "<|channel>thought\n<channel|>",
     ),
+    (  # content [image, text]: the template writes the image placeholder between blank lines
+        [Message("user", "Is the garage door open?", media=("image",))],
+        False,
+        "<bos><|turn>user\n\n\n<|image|>\n\nIs the garage door open?<turn|>\n<|turn>model\n"
+        "<|channel>thought\n<channel|>",
+    ),
+    (  # content [audio, text]: no blank lines around audio; the text is trimmed
+        [Message("user", " What did I say? ", media=("audio",))],
+        False,
+        "<bos><|turn>user\n<|audio|>What did I say?<turn|>\n<|turn>model\n<|channel>thought\n<channel|>",
+    ),
+    (
+        [Message("system", "Answer briefly."), Message("user", "What changed?", media=("image", "image", "audio"))],
+        False,
+        "<bos><|turn>system\nAnswer briefly.<turn|>\n<|turn>user\n\n\n<|image|>\n\n\n\n<|image|>\n\n<|audio|>"
+        "What changed?<turn|>\n<|turn>model\n<|channel>thought\n<channel|>",
+    ),
     (
         [Message("user", "Is the door open?")],
         True,

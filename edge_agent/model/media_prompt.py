@@ -1,0 +1,140 @@
+"""A prompt with images and audio: run the encoders, merge their features, and prefill from the merged embeddings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_agent.model.engine import KVCache, TextEngine
+from edge_agent.model.multimodal import (
+    MediaMismatchError,
+    MediaTokens,
+    expand_placeholders,
+    ids_for_embedding,
+    scatter_features,
+)
+
+
+class MediaUnsupportedError(ValueError):
+    """The model has no encoder for this kind of input."""
+
+
+class ImageTensors(Protocol):
+    """A preprocessed image (see model.vision.ImageInput)."""
+
+    @property
+    def pixel_values(self) -> np.ndarray: ...
+    @property
+    def position_ids(self) -> np.ndarray: ...
+    @property
+    def num_soft_tokens(self) -> int: ...
+
+
+class AudioTensors(Protocol):
+    """Preprocessed audio (see model.audio.AudioInput)."""
+
+    @property
+    def features(self) -> np.ndarray: ...
+    @property
+    def mask(self) -> np.ndarray: ...
+    @property
+    def num_soft_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class MediaPrompt:
+    """Expanded prompt ids and the decoder inputs for them, features already merged."""
+
+    ids: list[int]
+    inputs_embeds: np.ndarray
+    per_layer_inputs: np.ndarray
+    encoder_s: float
+
+
+def _image_features(engine: TextEngine, images: Sequence[ImageTensors]) -> np.ndarray:
+    if engine.vision is None:
+        raise MediaUnsupportedError(
+            f"this model cannot see images: {engine.files.root}/onnx has no vision_encoder graph "
+            f"for variant {engine.files.variant!r}"
+        )
+    # One batch per padded length (images of one budget share it), concatenated back in the images' order.
+    rows: list[np.ndarray | None] = [None] * len(images)
+    by_length: dict[int, list[int]] = {}
+    for index, image in enumerate(images):
+        by_length.setdefault(image.pixel_values.shape[0], []).append(index)
+    for members in by_length.values():
+        features = engine.vision.run(
+            {
+                "pixel_values": np.stack([images[i].pixel_values for i in members]),
+                "pixel_position_ids": np.stack([images[i].position_ids for i in members]),
+            }
+        )
+        expected = sum(images[i].num_soft_tokens for i in members)
+        if features.shape[0] != expected:
+            raise MediaMismatchError(
+                f"image features and image tokens do not match: the vision encoder returned {features.shape[0]} "
+                f"rows for {expected} soft tokens"
+            )
+        start = 0
+        for i in members:
+            rows[i] = features[start : start + images[i].num_soft_tokens]
+            start += images[i].num_soft_tokens
+    return np.concatenate([r for r in rows if r is not None])
+
+
+def _audio_features(engine: TextEngine, clips: Sequence[AudioTensors]) -> np.ndarray:
+    if engine.audio is None:
+        raise MediaUnsupportedError(
+            f"this model cannot hear audio: {engine.files.root}/onnx has no audio_encoder graph "
+            f"for variant {engine.files.variant!r}"
+        )
+    parts = [
+        engine.audio.run({"input_features": clip.features[None], "input_features_mask": clip.mask[None]})
+        for clip in clips
+    ]
+    return np.concatenate(parts)
+
+
+def build_media_prompt(
+    engine: TextEngine,
+    ids: Sequence[int],
+    images: Sequence[ImageTensors] = (),
+    audio: Sequence[AudioTensors] = (),
+) -> MediaPrompt:
+    """Expand the placeholders in `ids` (one per image / clip, in order), encode, embed and merge."""
+    if not images and not audio:
+        embeds, per_layer = engine.embed(ids)
+        return MediaPrompt(list(ids), embeds, per_layer, 0.0)
+    tokens = MediaTokens.from_info(engine.files.info)
+    expanded = expand_placeholders(ids, tokens, [i.num_soft_tokens for i in images], [a.num_soft_tokens for a in audio])
+    started = time.monotonic()
+    image_rows = _image_features(engine, images) if images else None
+    audio_rows = _audio_features(engine, audio) if audio else None
+    encoder_s = time.monotonic() - started
+    embeds, per_layer = engine.embed(ids_for_embedding(expanded, tokens))
+    if image_rows is not None:
+        embeds = scatter_features(embeds, expanded, tokens.image, image_rows, "image")
+    if audio_rows is not None:
+        embeds = scatter_features(embeds, expanded, tokens.audio, audio_rows, "audio")
+    return MediaPrompt(expanded, embeds, per_layer, encoder_s)
+
+
+class PrefilledModel:
+    """The engine as a generate() model whose first call prefills `prompt`'s merged embeddings."""
+
+    def __init__(self, engine: TextEngine, prompt: MediaPrompt) -> None:
+        self.engine, self.prompt = engine, prompt
+
+    def forward(self, input_ids: Sequence[int], cache: Any = None) -> tuple[np.ndarray, KVCache]:
+        """Logits of the last position and the grown cache."""
+        if cache is None:
+            if list(input_ids) != self.prompt.ids:
+                raise ValueError("PrefilledModel: the first call must pass the prompt's own ids")
+            return self.engine.decode(
+                self.prompt.inputs_embeds, self.prompt.per_layer_inputs, self.engine.empty_cache()
+            )
+        return self.engine.forward(input_ids, cache)
