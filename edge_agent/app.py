@@ -7,11 +7,13 @@ import json
 import logging
 import signal
 import time
+from functools import partial
 
 from edge_agent import __version__
 from edge_agent.config import Config
 from edge_agent.health.probes import Probes
 from edge_agent.health.report import health_report
+from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.messages import MotionResult, Utterance
 from edge_agent.pipeline import Capture
 from edge_agent.service import Supervisor
@@ -107,6 +109,14 @@ def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskS
     return service
 
 
+async def announce_ready(link: MqttLink, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
+    """Tell systemd READY=1 once the broker is connected (STATUS says what is awaited until then)."""
+    notifier.status("waiting for the MQTT broker")
+    await link.connected.wait()
+    watchdog.set_status("running")
+    notifier.ready("running")
+
+
 async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: AskHandler = no_model) -> int:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
     stop = stop or asyncio.Event()
@@ -120,6 +130,9 @@ async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: As
         return 1
     capture = Capture(config)
     node = Node(config, link, capture)
+    notifier = SystemdNotifier()
+    watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
+    capture.on_progress = watchdog.progress
     questions = serve_questions(link, config, ask_handler)
     if config.microphone is not None and config.microphone.vad.mode == "triggered":
         link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
@@ -131,12 +144,17 @@ async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: As
         capture.start(supervisor)
         node.publish_state()
         supervisor.start("health", node.report_health)
+        supervisor.start("ready", partial(announce_ready, link, notifier, watchdog))
+        if watchdog.period_s is not None:  # only under systemd with WatchdogSec=
+            supervisor.start("watchdog", watchdog.run_async)
         await stop.wait()
     finally:
         log.info("stopping")
+        notifier.stopping("stopping")
         capture.stop_threads.set()  # capture threads end at their next read; then their services return
         await supervisor.stop()
         await link.stop()
         link.spool.close()
+    notifier.close()
     log.info("stopped")
     return 0

@@ -30,6 +30,7 @@ class Capture:
     on_motion_change: Callable[[MotionResult], None] | None = None
     on_utterance: Callable[[Utterance], None] | None = None
     on_camera_status: Callable[[CameraStatus], None] | None = None
+    on_progress: Callable[[str], None] | None = None  # "capture" after every frame the motion gate checked
     stop_threads: threading.Event = field(default_factory=threading.Event)
     cameras: dict[str, Camera] = field(default_factory=dict)
     voice_gate: VoiceGate | None = None
@@ -81,6 +82,8 @@ class Capture:
         while True:
             frame = await slot.take()
             result = detector.check(frame)
+            if self.on_progress is not None:
+                self.on_progress("capture")
             if result.motion != moving:
                 moving = result.motion
                 log.info(

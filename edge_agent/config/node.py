@@ -167,6 +167,13 @@ class HealthConfig(Section):
         default=85.0, gt=0, lt=150, description="Temperature at which everything but health pauses."
     )
     memory_low_mb: int = Field(default=300, ge=0, description="Available memory (MB) below which the node degrades.")
+    watchdog_stall_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="Longest time one stage (capture, inference, publish) may stay busy before the systemd watchdog "
+        "pings stop and systemd restarts the service; idle time never counts.",
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> HealthConfig:
