@@ -18,6 +18,7 @@ from edge_agent.config.base import (
 
 ModelVariant = Literal["q4", "q4f16", "fp16", "fp32", "int8", "uint8", "quantized", "bnb4"]
 ImageBudget = Literal[70, 140, 280, 560, 1120]
+ThrottleFlag = Literal["under_voltage", "frequency_capped", "throttled", "soft_temperature_limit"]
 
 
 class DeviceConfig(Section):
@@ -154,6 +155,28 @@ class ModelConfig(Section):
         default=280, description="Image soft tokens per frame: 70, 140, 280, 560 or 1120."
     )
     thinking: bool = Field(default=False, description="Let the model think before it answers (slower).")
+    fallback_path: DirPath | None = Field(
+        default=None,
+        description="A smaller export (e.g. E2B for an E4B) used when this one does not fit in memory, and at "
+        "degradation level 4; default: none, or model.path itself when only 'fallback_variant' is set.",
+    )
+    fallback_variant: ModelVariant | None = Field(
+        default=None, description="Variant of the fallback model; default: model.variant."
+    )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=64,
+        description="Most memory (MB) the model may take: admission compares its estimate with the lower of this "
+        "and the memory available, and falls back or refuses beyond it; default: the memory available.",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_differs(self) -> ModelConfig:
+        if self.fallback_path == self.path and self.fallback_variant in (None, self.variant):
+            raise ValueError("'fallback_path' is the model itself; give another directory or a 'fallback_variant'")
+        if self.fallback_path is None and self.fallback_variant == self.variant:
+            raise ValueError("'fallback_variant' is the model's own variant")
+        return self
 
 
 class HealthConfig(Section):
@@ -167,6 +190,41 @@ class HealthConfig(Section):
         default=85.0, gt=0, lt=150, description="Temperature at which everything but health pauses."
     )
     memory_low_mb: int = Field(default=300, ge=0, description="Available memory (MB) below which the node degrades.")
+    temperature_hysteresis_c: float = Field(
+        default=5.0,
+        ge=0,
+        le=50,
+        description="Recovery starts only below temperature_high_c minus this many degrees.",
+    )
+    memory_hysteresis_mb: int = Field(
+        default=200, ge=0, description="Recovery starts only above memory_low_mb plus this many MB available."
+    )
+    throttle_flags: list[ThrottleFlag] = Field(
+        default_factory=lambda: list[ThrottleFlag](("frequency_capped", "throttled", "soft_temperature_limit")),
+        description="Raspberry Pi throttling flags that, while set now, count as too hot.",
+    )
+    step_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="Least time between two steps down the degradation ladder."
+    )
+    cooldown_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        description="Time the readings must stay below the thresholds (minus hysteresis) before each step back up.",
+    )
+    watch_interval_factor: float = Field(
+        default=2.0, ge=1, le=100, description="Watch-task intervals are multiplied by this from degradation level 2."
+    )
+    admission_margin_pct: float = Field(
+        default=25.0,
+        ge=0,
+        le=400,
+        description="Admission: extra memory, in percent of the model files plus KV cache, for onnxruntime's arena "
+        "and activations.",
+    )
+    admission_margin_mb: int = Field(
+        default=150, ge=0, description="Admission: fixed extra memory (MB) on top of the percentage margin."
+    )
     watchdog_stall_s: float = Field(
         default=300.0,
         gt=0,
@@ -179,6 +237,8 @@ class HealthConfig(Section):
     def _thresholds_ordered(self) -> HealthConfig:
         if self.temperature_critical_c <= self.temperature_high_c:
             raise ValueError("'temperature_critical_c' must be above 'temperature_high_c'")
+        if self.temperature_hysteresis_c >= self.temperature_high_c:
+            raise ValueError("'temperature_hysteresis_c' must be below 'temperature_high_c'")
         return self
 
 

@@ -1,0 +1,240 @@
+"""Model admission: estimate the memory a model needs before loading it, then load it, fall back or refuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_agent.config.node import HealthConfig, ModelConfig
+from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, read_json
+
+MIB = 2**20
+Decision = Literal["load", "fallback", "refuse"]
+
+# Gemma4TextConfig's defaults (transformers 5.23) for keys a config.json may leave out.
+_DEFAULT_KV_HEADS = 4
+_DEFAULT_HEAD_DIM = 256
+_DEFAULT_GLOBAL_HEAD_DIM = 512
+_DEFAULT_SLIDING_WINDOW = 512
+_DEFAULT_SLIDING_PATTERN = 6  # five sliding layers, then one full
+_HALF_PRECISION_VARIANTS = frozenset({"fp16", "q4f16"})
+
+
+@dataclass(frozen=True)
+class CacheLayer:
+    """KV-cache shape of one decoder layer that keeps its own keys and values."""
+
+    sliding: bool
+    kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class KVGeometry:
+    """The layers that own a KV cache (KV-shared layers reuse earlier ones) and the sliding window."""
+
+    layers: tuple[CacheLayer, ...]
+    sliding_window: int
+
+    def cache_bytes(self, context: int, bytes_per_value: int, trim_sliding: bool = False) -> int:
+        """Keys plus values for `context` positions; with `trim_sliding`, sliding layers keep only their window."""
+        total = 0
+        for layer in self.layers:
+            positions = min(self.sliding_window, context) if layer.sliding and trim_sliding else context
+            total += 2 * layer.kv_heads * layer.head_dim * positions * bytes_per_value
+        return total
+
+
+def _int(text: dict[str, Any], key: str, default: int | None, source: Path) -> int:
+    value = text.get(key)
+    value = default if value is None else value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ModelFilesError(f"{source}: '{key}' must be a non-negative integer (got {value!r})")
+    return value
+
+
+def read_kv_geometry(config_json: Path) -> KVGeometry:
+    """The KV-cache layers of a Gemma 4 config.json, read as transformers' Gemma4TextConfig reads it."""
+    data = read_json(config_json)
+    text = data.get("text_config", data)
+    if not isinstance(text, dict):
+        raise ModelFilesError(f"{config_json}: 'text_config' must be an object")
+    layer_count = _int(text, "num_hidden_layers", None, config_json)
+    types = text.get("layer_types")
+    if types is None:
+        types = [
+            "full_attention" if (i + 1) % _DEFAULT_SLIDING_PATTERN == 0 else "sliding_attention"
+            for i in range(layer_count)
+        ]
+    if not isinstance(types, list) or len(types) != layer_count:
+        raise ModelFilesError(f"{config_json}: 'layer_types' must list {layer_count} layer types")
+    types = [*types[:-1], "full_attention"]  # transformers forces the last layer to full attention
+    kv_heads = _int(text, "num_key_value_heads", _DEFAULT_KV_HEADS, config_json)
+    global_kv_heads = kv_heads
+    if text.get("attention_k_eq_v") and text.get("num_global_key_value_heads") is not None:
+        global_kv_heads = _int(text, "num_global_key_value_heads", None, config_json)
+    sliding = CacheLayer(True, kv_heads, _int(text, "head_dim", _DEFAULT_HEAD_DIM, config_json))
+    full = CacheLayer(False, global_kv_heads, _int(text, "global_head_dim", _DEFAULT_GLOBAL_HEAD_DIM, config_json))
+    owners = layer_count - _int(text, "num_kv_shared_layers", 0, config_json)
+    return KVGeometry(
+        layers=tuple(sliding if kind == "sliding_attention" else full for kind in types[: max(owners, 0)]),
+        sliding_window=_int(text, "sliding_window", _DEFAULT_SLIDING_WINDOW, config_json),
+    )
+
+
+def kv_bytes_per_value(variant: str) -> int:
+    """Bytes per cached key/value element: fp16 exports keep a half-precision cache, the others float32."""
+    return 2 if variant in _HALF_PRECISION_VARIANTS else 4
+
+
+def _mb(value_bytes: float) -> str:
+    value = value_bytes / MIB
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What loading one model variant is expected to take, in bytes."""
+
+    path: str
+    variant: str
+    context: int
+    files_bytes: int
+    kv_cache_bytes: int
+    margin_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Files + KV cache + margin."""
+        return self.files_bytes + self.kv_cache_bytes + self.margin_bytes
+
+    @property
+    def total_mb(self) -> float:
+        """The total in MiB."""
+        return self.total_bytes / MIB
+
+    def describe(self) -> str:
+        """'needs ~2140 MB (files 1610 MB + KV cache 230 MB + margin 300 MB)'."""
+        return (
+            f"needs ~{_mb(self.total_bytes)} MB (files {_mb(self.files_bytes)} MB + KV cache "
+            f"{_mb(self.kv_cache_bytes)} MB + margin {_mb(self.margin_bytes)} MB)"
+        )
+
+    def label(self) -> str:
+        """'gemma-4-E4B-it-ONNX (q4)'."""
+        return f"{Path(self.path).name} ({self.variant})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The estimate in MiB, rounded to 0.1, for logs and MQTT."""
+        return {
+            "path": self.path,
+            "variant": self.variant,
+            "context": self.context,
+            "files_mb": round(self.files_bytes / MIB, 1),
+            "kv_cache_mb": round(self.kv_cache_bytes / MIB, 1),
+            "margin_mb": round(self.margin_bytes / MIB, 1),
+            "total_mb": round(self.total_mb, 1),
+        }
+
+
+def estimate_memory(
+    files: ModelFiles, context: int, margin_pct: float, margin_mb: float, trim_sliding: bool = False
+) -> MemoryEstimate:
+    """Graph files and sidecars of the variant + KV cache for `context` tokens + a margin."""
+    # TextEngine keeps every position in sliding layers too (the graph applies the window through the mask),
+    # so sliding layers count the whole context unless `trim_sliding` says the engine keeps only the window.
+    files_bytes = sum(path.stat().st_size for graph in files.graphs() for path in graph.paths)
+    geometry = read_kv_geometry(files.root / "config.json")
+    kv_bytes = geometry.cache_bytes(context, kv_bytes_per_value(files.variant), trim_sliding)
+    # An estimate, not a measurement: the margin stands for onnxruntime's arena, activations, the previous and
+    # the next KV cache alive together during a decoder run, and the tokenizer; it is not derived from the graphs.
+    margin = round((files_bytes + kv_bytes) * margin_pct / 100 + margin_mb * MIB)
+    return MemoryEstimate(str(files.root), files.variant, context, files_bytes, kv_bytes, margin)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The decision before loading a model: its estimate, the fallback's, the memory budget and why."""
+
+    decision: Decision
+    reason: str
+    primary: MemoryEstimate
+    fallback: MemoryEstimate | None
+    budget_mb: float | None
+    memory_available_mb: float | None
+    memory_limit_mb: float | None
+
+    @property
+    def chosen(self) -> MemoryEstimate | None:
+        """The model to load, or None when refused."""
+        return {"load": self.primary, "fallback": self.fallback, "refuse": None}[self.decision]
+
+    def to_json(self) -> dict[str, Any]:
+        """Decision, reason, budget and both estimates, for logs and MQTT."""
+        return {
+            "decision": self.decision,
+            "reason": self.reason,
+            "budget_mb": None if self.budget_mb is None else round(self.budget_mb, 1),
+            "memory_available_mb": None if self.memory_available_mb is None else round(self.memory_available_mb, 1),
+            "memory_limit_mb": self.memory_limit_mb,
+            "primary": self.primary.to_json(),
+            "fallback": self.fallback.to_json() if self.fallback else None,
+        }
+
+
+def _budget(memory_available_mb: float | None, memory_limit_mb: float | None) -> tuple[float | None, str]:
+    if memory_limit_mb is not None and (memory_available_mb is None or memory_limit_mb <= memory_available_mb):
+        return memory_limit_mb, f"memory_limit_mb {memory_limit_mb:g}"
+    return memory_available_mb, "memory available now"
+
+
+def decide(
+    primary: MemoryEstimate,
+    fallback: MemoryEstimate | None,
+    memory_available_mb: float | None,
+    memory_limit_mb: float | None = None,
+) -> Admission:
+    """Load the primary if it fits the lower of available memory and the limit, else the fallback, else refuse."""
+    budget, source = _budget(memory_available_mb, memory_limit_mb)
+
+    def admission(decision: Decision, reason: str) -> Admission:
+        return Admission(decision, reason, primary, fallback, budget, memory_available_mb, memory_limit_mb)
+
+    if budget is None:
+        return admission("load", f"{primary.label()} {primary.describe()}; available memory unknown, loading it")
+    available = f"{_mb(budget * MIB)} MB available ({source})"
+    if primary.total_mb <= budget:
+        return admission("load", f"{primary.label()} {primary.describe()}; {available}")
+    if fallback is not None and fallback.total_mb <= budget:
+        return admission(
+            "fallback",
+            f"{primary.label()} {primary.describe()}, more than the {available}; "
+            f"falling back to {fallback.label()}, which {fallback.describe()}",
+        )
+    also = f"; fallback {fallback.label()} {fallback.describe()}" if fallback else ""
+    return admission("refuse", f"not loading {primary.label()}: {primary.describe()}{also}; {available}")
+
+
+def fallback_location(model: ModelConfig) -> tuple[Path, str] | None:
+    """Directory and variant of the configured fallback model, or None."""
+    if model.fallback_path is None and model.fallback_variant is None:
+        return None
+    return model.fallback_path or model.path, model.fallback_variant or model.variant
+
+
+def admit(
+    model: ModelConfig, health: HealthConfig, memory_available_mb: float | None, trim_sliding: bool = False
+) -> Admission:
+    """Locate the configured model and its fallback (ModelFilesError if absent), estimate both and decide."""
+
+    def estimate(root: Path, variant: str) -> MemoryEstimate:
+        files = locate_model(root, variant, verify=False)
+        return estimate_memory(
+            files, model.max_context, health.admission_margin_pct, health.admission_margin_mb, trim_sliding
+        )
+
+    location = fallback_location(model)
+    primary = estimate(model.path, model.variant)
+    fallback = estimate(*location) if location else None
+    return decide(primary, fallback, memory_available_mb, model.memory_limit_mb)
