@@ -11,6 +11,8 @@ from functools import partial
 
 from edge_agent import __version__
 from edge_agent.config import Config
+from edge_agent.health.admission import fallback_location
+from edge_agent.health.degrade import DegradationLadder, DegradationState, Limits, Reading
 from edge_agent.health.probes import Probes
 from edge_agent.health.report import health_report
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
@@ -47,6 +49,12 @@ class Node:
         self.config, self.link, self.capture = config, link, capture
         self.started = time.time()
         self.probes = Probes()
+        self.ladder = DegradationLadder(
+            config.health,
+            Limits.from_model_config(config.model),
+            fallback_available=fallback_location(config.model) is not None,
+        )
+        self.degradation: DegradationState = self.ladder.state()
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
@@ -58,7 +66,7 @@ class Node:
             "version": __version__,
             "started": self.started,
             "model": {"path": str(self.config.model.path), "variant": self.config.model.variant, "loaded": False},
-            "degradation": "none",  # the degradation ladder (issue 8) does not exist yet: nothing is ever degraded
+            "degradation": self.degradation.to_json(),
             "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
         }
 
@@ -83,11 +91,22 @@ class Node:
             {"start_s": round(utterance.start_s, 3), "end_s": round(utterance.end_s, 3), "reason": utterance.reason},
         )
 
+    def degrade(self, reading: Reading) -> None:
+        """Move along the degradation ladder; a change is logged and published in `state`."""
+        self.degradation = self.ladder.update(reading, time.monotonic())
+        if self.degradation.changed:
+            log.warning(
+                "degradation: level %d %s (%s)", self.degradation.level, self.degradation.name, self.degradation.reason
+            )
+            self.publish_state()
+
     async def report_health(self) -> None:
-        """Publish the retained `health` JSON every health.interval_s."""
+        """Publish the retained `health` JSON every health.interval_s, and walk the degradation ladder."""
         while True:
             report = await asyncio.to_thread(health_report, self.probes)
+            self.degrade(await asyncio.to_thread(Reading.from_probes, self.probes))
             report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
+            report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
             self.link.publish_state("health", json.dumps(report))
             await asyncio.sleep(self.config.health.interval_s)
 

@@ -98,7 +98,14 @@ def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             **diagnostic,
         ),
         "degradation": _sensor(
-            f"{uid}_degradation", "Degradation", topics.state, "{{ value_json.degradation }}", **diagnostic
+            f"{uid}_degradation",
+            "Degradation",
+            topics.state,
+            "{{ value_json.degradation.name }}",
+            json_attributes_topic=topics.state,
+            json_attributes_template="{{ value_json.degradation | tojson }}",
+            icon="mdi:thermometer-alert",
+            **diagnostic,
         ),
         "spool_depth": _sensor(
             f"{uid}_spool_depth", "Spooled results", topics.health, "{{ value_json.spool_depth }}", **measure
