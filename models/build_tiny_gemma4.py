@@ -2,8 +2,9 @@
 
 Writes <out>/onnx/{embed_tokens,decoder_model_merged}{,_q4}.onnx (+ .onnx_data sidecars), config.json,
 generation_config.json, tokenizer.json, tokenizer_config.json, chat_template.jinja, manifest.json and
-goldens.json (greedy ids by full recompute in PyTorch float64, last-position logits). Needs the `export` extra
-(torch==2.13.0, transformers); tests never run it. Usage:
+goldens.json (greedy ids by full recompute in PyTorch float64, last-position logits). Multimodal presets also
+get vision_encoder / audio_encoder graphs, example inputs in <out>/examples and `multimodal` goldens (see
+tiny_multimodal.py). Needs the `export` extra (torch==2.13.0, transformers); tests never run it. Usage:
     python models/build_tiny_gemma4.py --preset tiny-gemma4 --out models/tiny-gemma4
 """
 
@@ -26,7 +27,10 @@ from transformers.cache_utils import DynamicCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tiny_tokenizer import SPECIAL_TOKENS, build_tokenizer
+import tiny_media_goldens
+import tiny_multimodal
+from tiny_metadata import write_metadata
+from tiny_tokenizer import build_tokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny-gemma4": {
@@ -56,6 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_kv_shared_layers": 3,
     },
 }
+MULTIMODAL_PRESETS = {"tiny-gemma4"}  # also gets vision_encoder and audio_encoder graphs
 VOCAB = 1024
 PROMPTS = [
     "Is the garage door open?",
@@ -93,15 +98,22 @@ def spread_weights(model: torch.nn.Module, seed: int) -> None:
 
 
 class EmbedWrapper(torch.nn.Module):
-    """input_ids -> inputs_embeds, per_layer_inputs (the raw per-layer lookup; the decoder projects it)."""
+    """input_ids -> inputs_embeds, per_layer_inputs (the raw per-layer lookup; the decoder projects it).
 
-    def __init__(self, model: Gemma4ForCausalLM) -> None:
+    Image/audio/video placeholder ids are looked up as the pad id, as Gemma4Model.forward does in PyTorch.
+    """
+
+    def __init__(self, model: Gemma4ForCausalLM, media_ids: list[int]) -> None:
         super().__init__()
         self.text = model.model
+        self.register_buffer("media_ids", torch.tensor(media_ids, dtype=torch.long))
+        self.pad_id = int(model.config.pad_token_id)
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds = self.text.embed_tokens(input_ids)
-        return embeds, self.text.get_per_layer_inputs(input_ids, embeds)
+        is_media = (input_ids[..., None] == self.media_ids).any(dim=-1)  # torch.isin has no ONNX symbolic
+        ids = torch.where(is_media, self.pad_id, input_ids)
+        embeds = self.text.embed_tokens(ids)
+        return embeds, self.text.get_per_layer_inputs(ids, embeds)
 
 
 class DecoderWrapper(torch.nn.Module):
@@ -139,11 +151,11 @@ def kv_shapes(model: Gemma4ForCausalLM, cache_layers: int) -> list[tuple[int, in
     return shapes
 
 
-def export(model: Gemma4ForCausalLM, config: Gemma4TextConfig, onnx_dir: Path) -> None:
+def export(model: Gemma4ForCausalLM, config: Gemma4TextConfig, onnx_dir: Path, media_ids: list[int]) -> None:
     """Export embed_tokens.onnx and decoder_model_merged.onnx (fp32, weights in .onnx_data sidecars)."""
     cache_layers = config.num_hidden_layers - config.num_kv_shared_layers
     ids = torch.tensor([[2, 10, 11]], dtype=torch.long)
-    embed = EmbedWrapper(model)
+    embed = EmbedWrapper(model, media_ids)
     torch.onnx.export(
         embed,
         (ids,),
@@ -193,6 +205,9 @@ def export(model: Gemma4ForCausalLM, config: Gemma4TextConfig, onnx_dir: Path) -
         externalize(onnx_dir / f"{graph}.onnx")
 
 
+GRAPHS = ("embed_tokens", "decoder_model_merged", "vision_encoder", "audio_encoder")
+
+
 def externalize(path: Path) -> None:
     """Move the weights into `<graph>.onnx_data`, as the public exports keep them."""
     model = onnx.load(str(path))
@@ -215,7 +230,7 @@ def quantize_q4(onnx_dir: Path) -> None:
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
-    for graph in ("embed_tokens", "decoder_model_merged"):
+    for graph in (g for g in GRAPHS if (onnx_dir / f"{g}.onnx").exists()):
         model = onnx.load(str(onnx_dir / f"{graph}.onnx"))
         quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
         quantizer.process()
@@ -242,26 +257,6 @@ def greedy_full_recompute(model: Gemma4ForCausalLM, prompt: list[int], steps: in
     return ids[len(prompt) :], gap
 
 
-def config_json(config: Gemma4TextConfig, tokens: dict[str, int], global_head_dim: int) -> dict[str, Any]:
-    """config.json as the released Gemma 4 exports carry it (a multimodal wrapper around text_config)."""
-    text = {k: v for k, v in config.to_dict().items() if k not in ("per_layer_config", "kv_sharing_modes")}
-    text["global_head_dim"] = global_head_dim
-    return {
-        "architectures": ["Gemma4ForConditionalGeneration"],
-        "model_type": "gemma4",
-        "text_config": text,
-        "image_token_id": tokens["<|image|>"],
-        "audio_token_id": tokens["<|audio|>"],
-        "video_token_id": tokens["<|video|>"],
-        "boi_token_id": tokens["<|image>"],
-        "eoi_token_id": tokens["<image|>"],
-        "boa_token_id": tokens["<|audio>"],
-        "eoa_token_id": tokens["<audio|>"],
-        "eos_token_id": [1, tokens["<turn|>"]],
-        "tie_word_embeddings": True,
-    }
-
-
 def build(preset: str, out: Path, chat_template: Path) -> None:
     """Build, export and write goldens for one preset."""
     torch.manual_seed(0)
@@ -274,42 +269,12 @@ def build(preset: str, out: Path, chat_template: Path) -> None:
     (out / "onnx").mkdir(parents=True)
     tokenizer, tokens = build_tokenizer(VOCAB)
     tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "GemmaTokenizer",
-                "bos_token": "<bos>",
-                "eos_token": "<eos>",
-                "pad_token": "<pad>",
-                "unk_token": "<unk>",
-                "add_bos_token": False,
-                "model_max_length": 512,
-                "additional_special_tokens": [t for t in SPECIAL_TOKENS if t.startswith("<|") or t.endswith("|>")],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    (out / "config.json").write_text(
-        json.dumps(config_json(config, tokens, PRESETS[preset]["global_head_dim"]), indent=2) + "\n"
-    )
-    (out / "generation_config.json").write_text(
-        json.dumps(
-            {
-                "bos_token_id": 2,
-                "pad_token_id": 0,
-                "eos_token_id": [1, tokens["<turn|>"]],
-                "do_sample": True,
-                "top_k": 64,
-                "top_p": 0.95,
-                "temperature": 1.0,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    shutil.copyfile(chat_template, out / "chat_template.jinja")
-    export(model, config, out / "onnx")
+    write_metadata(out, config, tokens, PRESETS[preset]["global_head_dim"], chat_template)
+    media_ids = [tokens[t] for t in ("<|image|>", "<|audio|>", "<|video|>")]
+    export(model, config, out / "onnx", media_ids)
+    multimodal, examples = None, {}
+    if preset in MULTIMODAL_PRESETS:
+        multimodal, examples = tiny_multimodal.add_encoders(model, config, tokens, out)
     quantize_q4(out / "onnx")
     reference = copy.deepcopy(model).double()  # goldens in float64: the exact answer the fp32 graphs approximate
     goldens = []
@@ -326,7 +291,10 @@ def build(preset: str, out: Path, chat_template: Path) -> None:
                 "last_logits": [round(float(x), 7) for x in logits.detach()],
             }
         )
-    (out / "goldens.json").write_text(json.dumps({"window": config.sliding_window, "cases": goldens}) + "\n")
+    document: dict[str, Any] = {"window": config.sliding_window, "cases": goldens}
+    if multimodal is not None:
+        document["multimodal"] = tiny_media_goldens.multimodal_goldens(multimodal, tokenizer, tokens, examples)
+    (out / "goldens.json").write_text(json.dumps(document) + "\n")
     from edge_agent.model.files import write_manifest
 
     write_manifest(out, name=preset)

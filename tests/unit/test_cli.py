@@ -63,7 +63,7 @@ def test_config_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["ask"])  # added with the multimodal inputs, not before
+        main(["models"])  # added with the fleet tooling, not before
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 

@@ -1,0 +1,112 @@
+"""`edge-agent ask`: answer one question about image and audio files, streaming the answer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from edge_agent.commands.generate import add_generation_arguments, sampling_from_args
+from edge_agent.model.answer import Answerer, Question
+from edge_agent.model.audio import SAMPLE_RATE, AudioError, load_audio
+from edge_agent.model.engine import EngineError, EngineOptions, TextEngine
+from edge_agent.model.files import VARIANT_SUFFIXES, ModelFiles, ModelFilesError, locate_model
+from edge_agent.model.generate import ContextLengthError, GenerationSettings
+from edge_agent.model.media_prompt import MediaUnsupportedError
+from edge_agent.model.multimodal import MediaMismatchError
+from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.model.vision import BUDGETS, ImageError, load_image
+
+EXIT_FAILED = 1
+_EXPECTED = (
+    ModelFilesError,
+    EngineError,
+    ContextLengthError,
+    ImageError,
+    AudioError,
+    MediaUnsupportedError,
+    MediaMismatchError,
+    ValueError,
+)
+
+
+def _check_encoders(files: ModelFiles, args: argparse.Namespace) -> None:
+    missing = [
+        f"{kind} (no onnx/{graph}{VARIANT_SUFFIXES[args.variant]}.onnx)"
+        for kind, graph, wanted, present in (
+            ("images", "vision_encoder", args.image, files.vision_encoder),
+            ("audio", "audio_encoder", args.audio, files.audio_encoder),
+        )
+        if wanted and present is None
+    ]
+    if missing:
+        raise MediaUnsupportedError(f"{args.model}: this model cannot take {' or '.join(missing)}")
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    """Read the files, load the model, answer, print."""
+    try:
+        frames = tuple(load_image(path) for path in args.image)
+        clips = (load_audio(args.audio, raw_rate=args.audio_rate),) if args.audio else ()
+        loading = time.monotonic()
+        files = locate_model(args.model, args.variant)
+        _check_encoders(files, args)
+        encoders = ("image",) * bool(frames) + ("audio",) * bool(clips)
+        answerer = Answerer(
+            TextEngine(files, EngineOptions(intra_op_threads=args.threads), encoders=encoders), Tokenizer(args.model)
+        )
+        load_s = time.monotonic() - loading
+        settings = GenerationSettings(
+            max_new_tokens=args.max_new_tokens,
+            max_context=min(args.max_context, files.info.max_position_embeddings),
+            eos_token_ids=frozenset() if args.ignore_eos else frozenset(files.generation.eos_token_ids),
+            sampling=sampling_from_args(args, files.generation.sampling),
+        )
+        question = Question(args.question, frames, clips, args.system, args.budget, args.think)
+        stream = None if args.json else (lambda text: print(text, end="", flush=True))
+        answer = answerer.answer(question, settings, on_text=stream)
+    except _EXPECTED as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.json:
+        print()
+        return 0
+    report = {
+        "text": answer.text,
+        "ids": answer.ids,
+        "finish_reason": answer.finish_reason,
+        "prompt_tokens": answer.prompt_tokens,
+        "image_tokens": list(answer.image_tokens),
+        "audio_tokens": list(answer.audio_tokens),
+        "audio_truncated": answer.audio_truncated,
+        "load_ms": round(load_s * 1000, 2),
+        "timings_ms": answer.times.as_ms(),
+        "decode_tokens_per_s": round(answer.decode_tokens_per_s, 2),
+    }
+    print(json.dumps(report))
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `ask` verb."""
+    parser = verbs.add_parser("ask", help="answer one question about image and audio files")
+    parser.add_argument("question", help="the question, e.g. 'Is the garage door open?'")
+    parser.add_argument("--model", type=Path, required=True, help="model directory (a Gemma 4 ONNX export)")
+    parser.add_argument("--variant", default="q4", help=f"which graphs: {', '.join(VARIANT_SUFFIXES)} (default q4)")
+    parser.add_argument(
+        "--image", type=Path, action="append", default=[], help="a JPEG/PNG image; repeat for several (video frames)"
+    )
+    parser.add_argument("--audio", type=Path, help="a WAV, FLAC or raw (.raw/.pcm/.s16: 16-bit mono) recording")
+    parser.add_argument(
+        "--audio-rate", type=int, default=SAMPLE_RATE, help=f"sample rate of a raw recording (default {SAMPLE_RATE})"
+    )
+    parser.add_argument(
+        "--budget", type=int, choices=BUDGETS, default=280, help="image soft tokens per image (default 280)"
+    )
+    parser.add_argument("--system", help="a system instruction")
+    parser.add_argument("--think", action="store_true", help="let the model think before answering")
+    add_generation_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object with the answer and stage timings")
+    parser.set_defaults(handler=run_ask)
