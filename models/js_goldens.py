@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edge_agent.model.audio import audio_features, load_audio
-from edge_agent.model.vision import load_image, preprocess_image, stack_images
 
+from edge_agent.model.audio import audio_features, load_audio
 from edge_agent.model.files import write_manifest
+from edge_agent.model.vision import load_image, preprocess_image, stack_images
 
 SCRIPT = Path(__file__).resolve().parent / "transformers_js_generate.mjs"
 MULTIMODAL_SCRIPT = Path(__file__).resolve().parent / "transformers_js_multimodal.mjs"

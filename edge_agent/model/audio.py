@@ -27,7 +27,6 @@ tests/model/test_audio_features.py compares with its output (goldens written by 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -38,13 +37,13 @@ import numpy as np
 import soxr
 
 from edge_agent.model.audio_files import SAMPLE_RATE, AudioError, load_audio
+from edge_agent.model.processor_config import checked_scalar, find_processor_block
 
 __all__ = ["SAMPLE_RATE", "AudioError", "AudioInput", "AudioSettings", "audio_features", "load_audio"]
 
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 128  # the extractor's call-time pad_to_multiple_of
-_CONFIG_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 @dataclass(frozen=True)
@@ -107,18 +106,12 @@ class AudioSettings:
             value = data.get(key)
             if value is None:
                 continue
-            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-                raise ValueError(f"{key} must be an integer, not {value!r}")
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, not {value!r}")
-            if kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-                raise ValueError(f"{key} must be a number, not {value!r}")
             if kind.startswith("tuple"):
                 if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
                     raise ValueError(f"{key} must be a list of numbers, not {value!r}")
                 values[key] = tuple(float(v) for v in value)
             else:
-                values[key] = float(value) if kind == "float" else value
+                values[key] = checked_scalar(key, str(kind), value)
         settings = cls(**values)
         for key in ("frame_length", "hop_length", "fft_length"):
             if data.get(key) not in (None, getattr(settings, key)):
@@ -130,24 +123,17 @@ class AudioSettings:
     @classmethod
     def from_model_dir(cls, root: Path) -> AudioSettings:
         """processor_config.json's "feature_extractor" block, else preprocessor_config.json, else the defaults."""
-        for name in _CONFIG_FILES:
-            path = Path(root) / name
-            if not path.is_file():
-                continue
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise AudioError(f"{path}: unreadable JSON: {exc}") from exc
-            if not isinstance(data, dict):
-                raise AudioError(f"{path}: not a JSON object")
-            block = data.get("feature_extractor", data.get("audio_processor"))
-            if block is None and name == "processor_config.json":
-                continue
-            try:
-                return cls.from_dict(block if isinstance(block, dict) else data)
-            except (TypeError, ValueError) as exc:
-                raise AudioError(f"{path}: feature extractor settings: {exc}") from exc
-        return cls()
+        try:
+            found = find_processor_block(root, ("feature_extractor", "audio_processor"))
+        except ValueError as exc:
+            raise AudioError(str(exc)) from None
+        if found is None:
+            return cls()
+        path, block = found
+        try:
+            return cls.from_dict(block)
+        except (TypeError, ValueError) as exc:
+            raise AudioError(f"{path}: feature extractor settings: {exc}") from exc
 
 
 @dataclass(frozen=True)

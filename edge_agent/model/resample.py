@@ -5,15 +5,16 @@ ImagingResampleVertical_8bpc, ImagingResampleInner), and how this module reprodu
 - Per axis, scale = in / out (double) and filterscale = max(scale, 1): downscaling widens the kernel (antialiasing),
   support = 2 * filterscale. Output pixel i is centred at (i + 0.5) * scale; it reads inputs
   [trunc(centre - support + 0.5), trunc(centre + support + 0.5)) clipped to the image, each weighted by the Keys
-  cubic with a = -0.5 at (j - centre + 0.5) / filterscale, divided by the weights' sum (added up in order).
+  cubic with a = -0.5 at (j - centre + 0.5) * (1 / filterscale), divided by the weights' sum (added in order).
 - Weights become fixed point: trunc(w * 2**22 +- 0.5) (round half away from zero).
 - A horizontal pass (only when the width changes) and a vertical pass (only when the height changes), each output
   (2**21 + sum(pixel * weight)) >> 22 clipped to 0..255, so uint8 rounding happens between the passes. The order
   matters. Pillow 13.0 (ImagingResampleInner, read in its sdist) goes vertical first when the height shrinks by
   more than twice as many pixels as the width does (in_h - out_h > 0 and > 2 * (in_w - out_w)), else horizontal
   first; Pillow 12 always went horizontal first, so with it those cases differ by a few levels.
-- Here every sum is an integer below 2**53, so float64 matrix products give Pillow's int32 sums exactly, in any order.
-  The weights form a band; each block of outputs is one small dense product over the inputs it reads.
+- Here the weights are scaled by the exact power 2**-22, so every product and partial sum is a multiple of 2**-22
+  below 2**17: float64 matrix products give Pillow's int32 sums exactly, whatever order BLAS adds in. The weights
+  form a band; each block of 16 outputs is one small dense product over the inputs it reads.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 PRECISION_BITS = 22  # Pillow's fixed-point fraction bits for 8-bit images: 32 - 8 - 2
 BICUBIC_SUPPORT = 2.0
 _BLOCK = 16  # outputs per dense product: small keeps the band's zeros few, large keeps the calls few
+_CHUNK = 1 << 21  # float64 values converted at a time (16 MB): a 12-megapixel photo would need 290 MB at once
 
 
 def _keys_cubic(x: np.ndarray) -> np.ndarray:
@@ -89,20 +91,32 @@ def _round_to_uint8_range(sums: np.ndarray) -> np.ndarray:
     return sums
 
 
-def _resample_columns(rows: np.ndarray, out_size: int) -> np.ndarray:
-    """Horizontal pass: [R, in] float64 -> [R, out_size]."""
-    out = np.empty((rows.shape[0], out_size))
-    for start, stop, lo, hi, dense in _blocks(rows.shape[1], out_size):
-        out[:, start:stop] = rows[:, lo:hi] @ dense
-    return _round_to_uint8_range(out)
+def _resample_columns(levels: np.ndarray, out_size: int) -> np.ndarray:
+    """Horizontal pass: uint8 [H, C, W] -> [H, C, out_size], a few rows at a time to bound the float64 memory."""
+    height, channels, width = levels.shape
+    out = np.empty((height, channels, out_size), dtype=np.uint8)
+    step = max(1, _CHUNK // (channels * width))
+    for top in range(0, height, step):
+        rows = np.ascontiguousarray(levels[top : top + step], dtype=np.float64).reshape(-1, width)
+        sums = np.empty((rows.shape[0], out_size))
+        for start, stop, lo, hi, dense in _blocks(width, out_size):
+            sums[:, start:stop] = rows[:, lo:hi] @ dense
+        out[top : top + step] = _round_to_uint8_range(sums).reshape(-1, channels, out_size)
+    return out
 
 
-def _resample_rows(columns: np.ndarray, out_size: int) -> np.ndarray:
-    """Vertical pass: [in, C] float64 -> [out_size, C]."""
-    out = np.empty((out_size, columns.shape[1]))
-    for start, stop, lo, hi, dense in _blocks(columns.shape[0], out_size):
-        out[start:stop] = dense.T @ columns[lo:hi]
-    return _round_to_uint8_range(out)
+def _resample_rows(levels: np.ndarray, out_size: int) -> np.ndarray:
+    """Vertical pass: uint8 [H, C, W] -> [out_size, C, W], a few columns at a time to bound the float64 memory."""
+    height, channels, width = levels.shape
+    out = np.empty((out_size, channels, width), dtype=np.uint8)
+    step = max(1, _CHUNK // (channels * height))
+    for left in range(0, width, step):
+        columns = np.ascontiguousarray(levels[:, :, left : left + step], dtype=np.float64).reshape(height, -1)
+        sums = np.empty((out_size, columns.shape[1]))
+        for start, stop, lo, hi, dense in _blocks(height, out_size):
+            sums[start:stop] = dense.T @ columns[lo:hi]
+        out[:, :, left : left + step] = _round_to_uint8_range(sums).reshape(out_size, channels, -1)
+    return out
 
 
 def resize_like_pillow(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -113,17 +127,16 @@ def resize_like_pillow(image: np.ndarray, height: int, width: int) -> np.ndarray
     if (in_height, in_width) == (height, width):
         unchanged: np.ndarray = image.copy()
         return unchanged
-    # Layout [H, C, W]: as [H * C, W] the horizontal pass is one product per block, as [H, C * W] the vertical one.
-    planes = np.ascontiguousarray(image.transpose(0, 2, 1), dtype=np.float64)
+    # Layout [H, C, W]: rows of one channel are contiguous for the horizontal products, [H, C * W] for the vertical.
+    levels = image.transpose(0, 2, 1)
     if in_height - height > max(2 * (in_width - width), 0):  # Pillow 13's test for a vertical pass first
-        planes = _resample_rows(planes.reshape(in_height, -1), height).reshape(height * channels, in_width)
+        levels = _resample_rows(levels, height)
         if width != in_width:
-            planes = _resample_columns(planes, width)
+            levels = _resample_columns(levels, width)
     else:
         if width != in_width:
-            planes = _resample_columns(planes.reshape(in_height * channels, in_width), width)
+            levels = _resample_columns(levels, width)
         if height != in_height:
-            planes = _resample_rows(planes.reshape(in_height, -1), height)
-    levels = planes.reshape(height, channels, width).astype(np.uint8)
+            levels = _resample_rows(levels, height)
     resized: np.ndarray = cv2.merge([levels[:, channel] for channel in range(channels)])  # interleaves fast
     return resized.reshape(height, width, channels)

@@ -11,8 +11,10 @@ with its output (goldens written by models/vision_goldens.py):
   48-pixel step; small images grow. A side that floors to 0 becomes 48 and the other floor(long / short) * 48,
   at most budget * 48 (very long strips are squashed, not cropped).
 - Resize: none when the size already matches; else PIL `Image.resize(size, BICUBIC)` of the uint8 RGB image
-  (reducing_gap None), reproduced bit for bit by edge_agent.model.resample (Pillow's fixed-point two-pass algorithm,
-  not OpenCV's INTER_CUBIC).
+  (reducing_gap None), reproduced bit for bit by edge_agent.model.resample (Pillow 13's fixed-point two-pass
+  algorithm; OpenCV's INTER_CUBIC differs by up to 0.3 here). The torchvision twin resizes with
+  torchvision's antialiased bicubic instead, which is not expected to match Pillow to the level (not checked here:
+  no torchvision); the goldens come from the Pillow backend, the one transformers uses without torchvision.
 - Rescale: uint8 -> float64 * rescale_factor (1/255) -> float32, so every value is float32(k / 255).
   do_normalize is false for Gemma 4 (mean 0, std 1): no mean/std; the vision model computes 2 * (x - 0.5) itself.
   A config with do_normalize true gets (x - mean) / std in float32, as transformers' normalize does.
@@ -20,12 +22,12 @@ with its output (goldens written by models/vision_goldens.py):
 - Position ids: (col, row) of each patch in that order, int64; padding rows after the real patches up to
   max_patches: zero pixels and position (-1, -1). Soft tokens = patches / k**2.
 - Colour: RGB. Grey is repeated into three channels; 4-channel arrays are composited onto white as convert_to_rgb
-  does for arrays: round(a/255 * c + (1 - a/255) * 255), float64, round half to even.
+  does for arrays: round(a/255 * c + (1 - a/255) * 255), float64, round half to even. load_image, like
+  transformers' load_image (Pillow's convert("RGB")), drops a file's alpha channel and applies EXIF orientation.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -35,6 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_agent.model.processor_config import checked_scalar, find_processor_block
 from edge_agent.model.resample import resize_like_pillow
 
 __all__ = [
@@ -50,7 +53,6 @@ __all__ = [
 
 BUDGETS: tuple[int, ...] = (70, 140, 280, 560, 1120)
 PIL_BICUBIC = 3
-_CONFIG_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 class ImageError(ValueError):
@@ -95,39 +97,26 @@ class VisionSettings:
             if value is None:
                 continue
             kind = str(field.type)
-            if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-                raise ValueError(f"{field.name} must be an integer, not {value!r}")
-            if kind == "bool" and not isinstance(value, bool):
-                raise ValueError(f"{field.name} must be true or false, not {value!r}")
-            if kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-                raise ValueError(f"{field.name} must be a number, not {value!r}")
             if kind.startswith("tuple"):
                 values[field.name] = _channel_values(field.name, value)
             else:
-                values[field.name] = float(value) if kind == "float" else value
+                values[field.name] = checked_scalar(field.name, kind, value)
         return cls(**values)
 
     @classmethod
     def from_model_dir(cls, root: Path) -> VisionSettings:
         """processor_config.json's "image_processor" block, else preprocessor_config.json, else the defaults."""
-        for name in _CONFIG_FILES:
-            path = Path(root) / name
-            if not path.is_file():
-                continue
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ImageError(f"{path}: unreadable JSON: {exc}") from exc
-            if not isinstance(data, dict):
-                raise ImageError(f"{path}: not a JSON object")
-            block = data.get("image_processor")
-            if block is None and name == "processor_config.json":
-                continue
-            try:
-                return cls.from_dict(block if isinstance(block, dict) else data)
-            except (TypeError, ValueError) as exc:
-                raise ImageError(f"{path}: image processor settings: {exc}") from exc
-        return cls()
+        try:
+            found = find_processor_block(root, ("image_processor",))
+        except ValueError as exc:
+            raise ImageError(str(exc)) from None
+        if found is None:
+            return cls()
+        path, block = found
+        try:
+            return cls.from_dict(block)
+        except (TypeError, ValueError) as exc:
+            raise ImageError(f"{path}: image processor settings: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -150,6 +139,7 @@ def _channel_values(name: str, value: Any) -> tuple[float, ...]:
 
 
 def _budget_list() -> str:
+    """The allowed budgets, for messages."""
     return ", ".join(str(b) for b in BUDGETS)
 
 
