@@ -72,6 +72,11 @@ def _dtype(node: Any, graph: Path) -> Any:
     return dtype
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def open_session(path: Path, options: EngineOptions, providers: Sequence[str]) -> ort.InferenceSession:
     """An onnxruntime session for one graph; a graph onnxruntime refuses is a ModelFilesError naming it."""
     session_options = ort.SessionOptions()
@@ -83,8 +88,7 @@ def open_session(path: Path, options: EngineOptions, providers: Sequence[str]) -
     try:
         return ort.InferenceSession(str(path), session_options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFilesError(f"{path}: onnxruntime cannot load it: {reason}") from None
+        raise ModelFilesError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
 
 
 class Encoder:
@@ -105,7 +109,7 @@ class Encoder:
         try:
             (features,) = self._session.run([self._output], typed)
         except Exception as exc:  # onnxruntime's own error types: shapes or values the graph refuses
-            raise EngineError(f"{self.path}: {str(exc).strip().splitlines()[0]}") from None
+            raise EngineError(f"{self.path}: {_first_line(exc)}") from None
         features = np.asarray(features, dtype=np.float32)
         return features.reshape(-1, features.shape[-1])
 

@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.model.answer import Answerer, Question
 from edge_agent.model.audio import load_audio
-from edge_agent.model.engine import TextEngine
+from edge_agent.model.engine import EngineError, TextEngine
 from edge_agent.model.files import locate_model
 from edge_agent.model.generate import GenerationSettings
 from edge_agent.model.media_prompt import MediaUnsupportedError, build_media_prompt
@@ -106,3 +106,11 @@ def test_a_text_only_model_refuses_images_and_audio() -> None:
         model.answer(Question("?", images=(np.zeros((32, 32, 3), np.uint8),)), greedy(2))
     with pytest.raises(MediaUnsupportedError, match="cannot hear audio"):
         model.answer(Question("?", audio=(np.zeros(16000, np.float32),)), greedy(2))
+
+
+def test_an_encoder_refusing_its_input_is_an_engine_error(answerer: tuple[str, Answerer]) -> None:
+    _, model = answerer
+    assert model.engine.audio is not None
+    wrong_bins = {"input_features": np.zeros((1, 40, 64), np.float32), "input_features_mask": np.ones((1, 40), bool)}
+    with pytest.raises(EngineError, match="audio_encoder"):
+        model.engine.audio.run(wrong_bins)
