@@ -21,6 +21,7 @@ from edge_agent.pipeline import Capture
 from edge_agent.service import Supervisor
 from edge_agent.sinks.announce import Announcer
 from edge_agent.sinks.ask import AskHandler, AskService, no_model
+from edge_agent.sinks.metrics import open_metrics
 from edge_agent.sinks.mqtt import MqttLink, MqttSetupError, open_spool
 from edge_agent.sources.camera import CameraStatus
 
@@ -55,6 +56,7 @@ class Node:
             fallback_available=fallback_location(config.model) is not None,
         )
         self.degradation: DegradationState = self.ladder.state()
+        self.metrics = open_metrics(config.health.prometheus_host, config.health.prometheus_port)
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
@@ -107,6 +109,9 @@ class Node:
             self.degrade(await asyncio.to_thread(Reading.from_probes, self.probes))
             report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
             report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
+            if self.metrics is not None:
+                cameras = {name: camera.status.state for name, camera in self.capture.cameras.items()}
+                self.metrics.update(report, int(self.degradation.level), cameras)
             self.link.publish_state("health", json.dumps(report))
             await asyncio.sleep(self.config.health.interval_s)
 
@@ -174,6 +179,8 @@ async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: As
         await supervisor.stop()
         await link.stop()
         link.spool.close()
+        if node.metrics is not None:
+            node.metrics.close()
     notifier.close()
     log.info("stopped")
     return 0

@@ -225,6 +225,14 @@ class HealthConfig(Section):
     admission_margin_mb: int = Field(
         default=150, ge=0, description="Admission: fixed extra memory (MB) on top of the percentage margin."
     )
+    prometheus_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port; off when unset."
+    )
+    prometheus_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the Prometheus endpoint binds to (localhost by default; 0.0.0.0 for every interface).",
+    )
     watchdog_stall_s: float = Field(
         default=300.0,
         gt=0,
