@@ -14,7 +14,7 @@ from edge_agent.config import Config
 from edge_agent.health.admission import fallback_location
 from edge_agent.health.degrade import DegradationLadder, DegradationState, Limits, Reading
 from edge_agent.health.probes import Probes
-from edge_agent.health.report import health_report
+from edge_agent.health.report import read_health
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.messages import MotionResult, Utterance
 from edge_agent.pipeline import Capture
@@ -105,8 +105,8 @@ class Node:
     async def report_health(self) -> None:
         """Publish the retained `health` JSON every health.interval_s, and walk the degradation ladder."""
         while True:
-            report = await asyncio.to_thread(health_report, self.probes)
-            self.degrade(await asyncio.to_thread(Reading.from_probes, self.probes))
+            report, reading = await asyncio.to_thread(read_health, self.probes)
+            self.degrade(reading)
             report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
             report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
             if self.metrics is not None:

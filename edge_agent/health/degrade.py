@@ -7,7 +7,7 @@ from enum import IntEnum
 from typing import Any
 
 from edge_agent.config.node import HealthConfig, ModelConfig
-from edge_agent.health.probes import Probes
+from edge_agent.health.probes import Memory, Probes, Throttling
 
 IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
 
@@ -39,9 +39,13 @@ class Reading:
     @classmethod
     def from_probes(cls, probes: Probes) -> Reading:
         """The hottest thermal zone, the throttling flags set now and the available memory."""
-        throttling, memory = probes.throttling(), probes.memory()
+        return cls.of(probes.hottest_celsius(), probes.throttling(), probes.memory())
+
+    @classmethod
+    def of(cls, hottest_c: float | None, throttling: Throttling | None, memory: Memory | None) -> Reading:
+        """A reading from probe results already taken."""
         return cls(
-            temperature_c=probes.hottest_celsius(),
+            temperature_c=hottest_c,
             throttled_now=throttling.now if throttling else frozenset(),
             memory_available_mb=memory.available_mb if memory else None,
         )
