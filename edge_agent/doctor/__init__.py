@@ -47,7 +47,7 @@ def run_checks(
 
     def model_and_memory() -> list[Check]:
         model, files = check_model(config.model)
-        return [model, check_memory(files, probes, config.health)]
+        return [model, check_memory(files, probes, config.model, config.health)]
 
     def camera_check(camera: CameraConfig) -> Callable[[], list[Check]]:
         return lambda: [check_camera(camera, camera_timeout_s)]

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from edge_agent.config import HealthConfig, ModelConfig
 from edge_agent.doctor.check import Check, fail, ok, warn
+from edge_agent.health.admission import estimate_memory
 from edge_agent.health.probes import Probes
 from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, verify_manifest
 
 MIN_PYTHON = (3, 10)
 MIN_ONNXRUNTIME = (1, 23)
-MODEL_MEMORY_MARGIN = 1.25  # files + 25% for the KV cache, activations and the runtime: a rough estimate
 DISK_FAIL_MB = 100.0
 DISK_WARN_MB = 1024.0
 MIN_YEAR = 2025
@@ -83,16 +83,17 @@ def check_model(model: ModelConfig) -> tuple[Check, ModelFiles | None]:
     return ok("model", f"{detail}; sizes and sha256 match manifest.json"), files
 
 
-def check_memory(files: ModelFiles | None, probes: Probes, health: HealthConfig) -> Check:
-    """The model fits in memory (a rough estimate: file sizes plus a margin), leaving `memory_low_mb` free."""
+def check_memory(files: ModelFiles | None, probes: Probes, model: ModelConfig, health: HealthConfig) -> Check:
+    """The model fits in memory (the daemon's admission estimate: files, KV cache, margin), leaving `memory_low_mb`."""
     memory = probes.memory()
     if memory is None:
         return warn("memory", "cannot read /proc/meminfo")
     have = f"{_mb(memory.available_mb)} available of {_mb(memory.total_mb)}"
     if files is None:
         return warn("memory", f"{have}; the model was not found, so its needs are unknown")
-    need = model_size_mb(files) * MODEL_MEMORY_MARGIN
-    detail = f"the {files.variant} model needs about {_mb(need)}; {have}"
+    estimate = estimate_memory(files, model.max_context, health.admission_margin_pct, health.admission_margin_mb)
+    need = estimate.total_mb
+    detail = f"the {files.variant} model {estimate.describe()}; {have}"
     if need > memory.total_mb:
         return fail("memory", f"{detail}: it cannot fit; use a smaller variant or model")
     if need > memory.available_mb:
