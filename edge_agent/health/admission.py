@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_agent.config.node import HealthConfig, ModelConfig
-from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, read_json
+from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, read_model_config
 
 MIB = 2**20
 Decision = Literal["load", "fallback", "refuse"]
@@ -56,10 +56,7 @@ def _int(text: dict[str, Any], key: str, default: int | None, source: Path) -> i
 
 def read_kv_geometry(config_json: Path) -> KVGeometry:
     """The KV-cache layers of a Gemma 4 config.json, read as transformers' Gemma4TextConfig reads it."""
-    data = read_json(config_json)
-    text = data.get("text_config", data)
-    if not isinstance(text, dict):
-        raise ModelFilesError(f"{config_json}: 'text_config' must be an object")
+    _, text = read_model_config(config_json)
     layer_count = _int(text, "num_hidden_layers", None, config_json)
     types = text.get("layer_types")
     if types is None:

@@ -37,7 +37,7 @@ import numpy as np
 import soxr
 
 from edge_agent.model.audio_files import SAMPLE_RATE, AudioError, load_audio
-from edge_agent.model.processor_config import checked_scalar, find_processor_block
+from edge_agent.model.processor_config import checked_scalar, settings_from_model_dir
 
 __all__ = ["SAMPLE_RATE", "AudioError", "AudioInput", "AudioSettings", "audio_features", "load_audio"]
 
@@ -123,17 +123,14 @@ class AudioSettings:
     @classmethod
     def from_model_dir(cls, root: Path) -> AudioSettings:
         """processor_config.json's "feature_extractor" block, else preprocessor_config.json, else the defaults."""
-        try:
-            found = find_processor_block(root, ("feature_extractor", "audio_processor"))
-        except ValueError as exc:
-            raise AudioError(str(exc)) from None
-        if found is None:
-            return cls()
-        path, block = found
-        try:
-            return cls.from_dict(block)
-        except (TypeError, ValueError) as exc:
-            raise AudioError(f"{path}: feature extractor settings: {exc}") from exc
+        return settings_from_model_dir(
+            root,
+            ("feature_extractor", "audio_processor"),
+            parse=cls.from_dict,
+            default=cls,
+            error=AudioError,
+            what="feature extractor",
+        )
 
 
 @dataclass(frozen=True)

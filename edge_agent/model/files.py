@@ -125,12 +125,18 @@ def _opt_int(data: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def parse_model_info(path: Path) -> ModelInfo:
-    """Read config.json: a Gemma 4 config with `text_config`, or a text config alone."""
+def read_model_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json and its text part: `text_config` of a Gemma 4 config, or the whole of a text config."""
     data = read_json(path)
     text = data.get("text_config", data)
     if not isinstance(text, dict):
         raise ModelFilesError(f"{path}: 'text_config' must be an object")
+    return data, text
+
+
+def parse_model_info(path: Path) -> ModelInfo:
+    """Read config.json: a Gemma 4 config with `text_config`, or a text config alone."""
+    data, text = read_model_config(path)
     return ModelInfo(
         model_type=str(data.get("model_type", text.get("model_type", "unknown"))),
         vocab_size=_int(text, "vocab_size", path),

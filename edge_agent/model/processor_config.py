@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+Settings = TypeVar("Settings")
 
 # transformers reads processor_config.json's per-processor block first, then preprocessor_config.json whole.
 CONFIG_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -39,3 +42,26 @@ def checked_scalar(name: str, kind: str, value: Any) -> Any:
     if kind == "float" and not is_number:
         raise ValueError(f"{name} must be a number, not {value!r}")
     return float(value) if kind == "float" else value
+
+
+def settings_from_model_dir(
+    root: Path,
+    blocks: tuple[str, ...],
+    *,
+    parse: Callable[[dict[str, Any]], Settings],
+    default: Callable[[], Settings],
+    error: type[ValueError],
+    what: str,
+) -> Settings:
+    """Parse one processor's saved settings with `parse`, else `default()`; problems raise `error` naming the file."""
+    try:
+        found = find_processor_block(root, blocks)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    if found is None:
+        return default()
+    path, block = found
+    try:
+        return parse(block)
+    except (TypeError, ValueError) as exc:
+        raise error(f"{path}: {what} settings: {exc}") from exc

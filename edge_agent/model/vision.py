@@ -37,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.model.processor_config import checked_scalar, find_processor_block
+from edge_agent.model.processor_config import checked_scalar, settings_from_model_dir
 from edge_agent.model.resample import resize_like_pillow
 
 __all__ = [
@@ -106,17 +106,9 @@ class VisionSettings:
     @classmethod
     def from_model_dir(cls, root: Path) -> VisionSettings:
         """processor_config.json's "image_processor" block, else preprocessor_config.json, else the defaults."""
-        try:
-            found = find_processor_block(root, ("image_processor",))
-        except ValueError as exc:
-            raise ImageError(str(exc)) from None
-        if found is None:
-            return cls()
-        path, block = found
-        try:
-            return cls.from_dict(block)
-        except (TypeError, ValueError) as exc:
-            raise ImageError(f"{path}: image processor settings: {exc}") from exc
+        return settings_from_model_dir(
+            root, ("image_processor",), parse=cls.from_dict, default=cls, error=ImageError, what="image processor"
+        )
 
 
 @dataclass(frozen=True)
