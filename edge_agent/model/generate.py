@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_agent.model.sampling import Sampler, SamplingParams
 
-FinishReason = Literal["eos", "stop", "length", "context", "cancelled", "deadline"]
+FinishReason = Literal["eos", "stop", "length", "context", "cancelled", "deadline", "constraint"]
 
 
 class CausalLM(Protocol):
@@ -31,6 +31,22 @@ class TextDecoder(Protocol):
         ...
 
 
+class TokenConstraint(Protocol):
+    """Restricts which tokens may come next (a grammar); one instance per generation."""
+
+    def allowed(self) -> np.ndarray | None:
+        """Boolean mask over token ids allowed next (may be shorter than the logits), or None for any token."""
+        ...
+
+    def advance(self, token_id: int) -> None:
+        """Consume the token that was picked."""
+        ...
+
+    def finished(self) -> bool:
+        """True when the grammar is complete and generation must stop."""
+        ...
+
+
 class ContextLengthError(ValueError):
     """The prompt does not fit the context window."""
 
@@ -46,6 +62,7 @@ class GenerationSettings:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     deadline: float | None = None  # time.monotonic() value after which generation stops
     cancel: threading.Event | None = None
+    constraint: TokenConstraint | None = None  # masks logits before sampling (structured output)
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,16 @@ class Generation:
             return "deadline"
         return None
 
+    def _stop_after_step(self, constraint_finished: bool) -> FinishReason | None:
+        result, settings = self.result, self.settings
+        if constraint_finished:
+            return "constraint"
+        if len(result.ids) >= settings.max_new_tokens:
+            return "length"
+        if len(result.prompt_ids) + len(result.ids) >= settings.max_context:
+            return "context"
+        return self._interrupted()
+
     def __iter__(self) -> Iterator[TokenStep]:
         """Run the loop, yielding each token with the text it made visible."""
         result, settings = self.result, self.settings
@@ -125,8 +152,13 @@ class Generation:
         result.prefill_s = time.monotonic() - started
         pending = ""  # text held back because it may begin a stop string
         decode_start = time.monotonic()
+        constraint = settings.constraint
         while True:
+            if constraint is not None:
+                logits = _masked(logits, constraint.allowed())
             token = self._sampler(logits, result.prompt_ids + result.ids)
+            if constraint is not None:
+                constraint.advance(token)
             if not result.ids:
                 result.ttft_s = time.monotonic() - started
                 decode_start = time.monotonic()
@@ -134,6 +166,7 @@ class Generation:
             if token in settings.eos_token_ids:
                 result.finish_reason = "eos"
                 break
+            finished = constraint is not None and constraint.finished()
             pending += self.decoder.add(token)
             hit = min((i for i in (pending.find(s) for s in settings.stop_strings) if i >= 0), default=-1)
             if hit >= 0:
@@ -146,18 +179,25 @@ class Generation:
             visible, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
             result.text += visible
             yield TokenStep(token, visible)
-            if len(result.ids) >= settings.max_new_tokens:
-                result.finish_reason = "length"
-                break
-            if len(result.prompt_ids) + len(result.ids) >= settings.max_context:
-                result.finish_reason = "context"
-                break
-            if reason := self._interrupted():
+            if reason := self._stop_after_step(finished):
                 result.finish_reason = reason
                 break
             logits, cache = self.model.forward([token], cache)
         result.text += pending if result.finish_reason != "stop" else ""
         result.decode_s = time.monotonic() - decode_start
+
+
+def _masked(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """Logits with every token the constraint forbids set to -inf (ids past the mask are forbidden)."""
+    if allowed is None:
+        return logits
+    out = np.full(logits.shape, -np.inf, dtype=logits.dtype)
+    size = min(allowed.size, logits.size)
+    keep = np.flatnonzero(allowed[:size])
+    if keep.size == 0:
+        raise RuntimeError("the output constraint allows no token (grammar and vocabulary disagree)")
+    out[keep] = logits[keep]
+    return out
 
 
 def generate(

@@ -117,3 +117,44 @@ def test_timings_are_reported() -> None:
     result, _, _ = run([1], max_new_tokens=5)
     assert result.prefill_s >= 0 and result.ttft_s >= result.prefill_s
     assert result.decode_tokens_per_s > 0 and result.prefill_tokens_per_s > 0
+
+
+class OnlyTokens:
+    """A constraint allowing a fixed sequence of token sets, finished after the last."""
+
+    def __init__(self, steps: Sequence[set[int]], vocab: int = len(VOCAB)) -> None:
+        self.steps, self.vocab, self.taken = list(steps), vocab, []
+
+    def allowed(self) -> np.ndarray | None:
+        mask = np.zeros(self.vocab, dtype=bool)
+        mask[list(self.steps[len(self.taken)])] = True
+        return mask
+
+    def advance(self, token_id: int) -> None:
+        assert token_id in self.steps[len(self.taken)], "the sampler picked a forbidden token"
+        self.taken.append(token_id)
+
+    def finished(self) -> bool:
+        return len(self.taken) == len(self.steps)
+
+
+def test_a_constraint_overrides_the_model_and_ends_the_generation() -> None:
+    constraint = OnlyTokens([{2}, {2, 3}, {3}])  # the model wants 'a' every time
+    result, streamed, _ = run([1, 1, 1, 1, 1], constraint=constraint, max_new_tokens=10)
+    assert result.text == "bbc" and "".join(streamed) == "bbc"
+    assert result.finish_reason == "constraint"
+    assert constraint.taken == [2, 2, 3]
+
+
+def test_a_constraint_that_allows_nothing_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="allows no token"):
+        run([1, 1], constraint=OnlyTokens([set()]))
+
+
+def test_sampling_under_a_constraint_never_picks_a_forbidden_token() -> None:
+    from edge_agent.model.sampling import SamplingParams
+
+    for seed in range(20):
+        constraint = OnlyTokens([{1, 3}] * 6)
+        result, _, _ = run([2] * 8, constraint=constraint, sampling=SamplingParams(temperature=2.0, seed=seed))
+        assert set(result.ids) <= {1, 3} and result.finish_reason == "constraint"
