@@ -191,12 +191,19 @@ def _masked(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
     """Logits with every token the constraint forbids set to -inf (ids past the mask are forbidden)."""
     if allowed is None:
         return logits
-    out = np.full(logits.shape, -np.inf, dtype=logits.dtype)
     size = min(allowed.size, logits.size)
-    keep = np.flatnonzero(allowed[:size])
-    if keep.size == 0:
+    ok = allowed[:size]
+    count = int(np.count_nonzero(ok))
+    if count == 0:
         raise RuntimeError("the output constraint allows no token (grammar and vocabulary disagree)")
-    out[keep] = logits[keep]
+    if count < size // 8:  # few tokens allowed (a keyword, a number): copy just those
+        out = np.full(logits.shape, -np.inf, dtype=logits.dtype)
+        keep = np.flatnonzero(ok)
+        out[keep] = logits[keep]
+        return out
+    out = logits.copy()  # most tokens allowed (inside a string): blank the rest (bench/constrained.py)
+    out[:size][~ok] = -np.inf
+    out[size:] = -np.inf
     return out
 
 
