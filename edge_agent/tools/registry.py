@@ -1,0 +1,135 @@
+"""The Toolbox: declared tools only, arguments validated first, rate limits, confirmation and an audit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from edge_agent.config import MqttReadAction, ToolConfig
+from edge_agent.model.chat_tools import ToolCall, ToolSpec
+from edge_agent.tools.actions import ActionFailedError, PublishRunner, Runner, make_runner
+from edge_agent.tools.host import LastValues, ToolHost
+from edge_agent.tools.limits import PendingCalls, RateLimiter
+from edge_agent.tools.outcome import CallInfo, ToolOutcome, new_call_id
+from edge_agent.tools.templates import TemplateError
+
+log = logging.getLogger(__name__)
+PENDING_MESSAGE = "the action waits for the user's confirmation; it has not run yet"
+
+
+def argument_errors(validator: Draft202012Validator, arguments: Mapping[str, Any]) -> str | None:
+    """Every schema violation as `path: message` (path like `$.level`), or None when the arguments are valid."""
+    errors = sorted(validator.iter_errors(dict(arguments)), key=lambda error: list(map(str, error.absolute_path)))
+    if not errors:
+        return None
+    return "; ".join(f"{error.json_path}: {error.message}" for error in errors[:5])
+
+
+class Toolbox:
+    """The tools the model may call, built from the config; the app supplies the ToolHost."""
+
+    def __init__(
+        self,
+        tools: Sequence[ToolConfig],
+        host: ToolHost,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = datetime.now,
+        confirm_ttl_s: float = 60.0,
+        max_pending: int = 32,
+    ) -> None:
+        self.host = host
+        self._now = now
+        self._tools: dict[str, ToolConfig] = {}
+        self._runners: dict[str, Runner] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._limits: dict[str, RateLimiter] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"tool '{tool.name}' is declared twice")
+            self._tools[tool.name] = tool
+            self._runners[tool.name] = make_runner(tool, now)
+            self._validators[tool.name] = Draft202012Validator(
+                tool.parameters, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+            if tool.rate_limit_per_min is not None:
+                self._limits[tool.name] = RateLimiter(tool.rate_limit_per_min, clock)
+        reads = [tool.action.topic for tool in tools if isinstance(tool.action, MqttReadAction)]
+        self.last_values = LastValues(reads, clock)
+        self.pending = PendingCalls(clock, ttl_s=confirm_ttl_s, capacity=max_pending)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the declared tools."""
+        return list(self._tools)
+
+    def specs(self, names: Sequence[str] | None = None) -> list[ToolSpec]:
+        """Declarations for the prompt: every tool, or those of `names` that are declared."""
+        chosen = self.names if names is None else [name for name in dict.fromkeys(names) if name in self._tools]
+        return [ToolSpec(name, self._tools[name].description, self._tools[name].parameters) for name in chosen]
+
+    async def call(self, call: ToolCall, *, task: str, allowed: Sequence[str] | None = None) -> ToolOutcome:
+        """Check, then run (or hold for confirmation) one call the model made; audited whatever happens."""
+        info = CallInfo(new_call_id(), task, call.name, dict(call.arguments))
+        refused = self._check(info, allowed)
+        if refused is not None:
+            return self._audited(refused)
+        limiter = self._limits.get(info.tool)
+        if limiter is not None and not limiter.try_acquire():
+            wait = limiter.retry_after_s()
+            why = f"rate limited: at most {limiter.per_min} calls a minute to '{info.tool}'; retry in {wait:.0f} s"
+            return self._audited(info.refusal("rate_limited", why))
+        if self._tools[info.tool].confirm:
+            self.pending.add(info)
+            result = {"status": "pending_confirmation", "id": info.id, "message": PENDING_MESSAGE}
+            return self._audited(info.outcome("pending_confirmation", result))
+        return await self._run(info)
+
+    async def confirm(self, call_id: str) -> ToolOutcome:
+        """Run a call held for confirmation; an `error` outcome when the id is unknown or expired."""
+        info = self.pending.take(call_id)
+        if info is None:
+            why = f"no call {call_id!r} awaits confirmation (unknown, expired or already confirmed)"
+            return self._audited(CallInfo(call_id, "", "", {}).refusal("error", why))
+        return await self._run(info)
+
+    def _check(self, info: CallInfo, allowed: Sequence[str] | None) -> ToolOutcome | None:
+        """A `refused` outcome when the tool is undeclared, not allowed or called with invalid arguments."""
+        if info.tool not in self._tools:
+            return info.refusal("refused", f"no tool named '{info.tool}'")
+        if allowed is not None and info.tool not in allowed:
+            return info.refusal("refused", f"tool '{info.tool}' is not allowed for task '{info.task}'")
+        problems = argument_errors(self._validators[info.tool], info.arguments)
+        if problems is not None:
+            return info.refusal("refused", f"invalid arguments: {problems}")
+        runner = self._runners[info.tool]
+        if isinstance(runner, PublishRunner):  # checked now, so that a bad call is never held for confirmation
+            try:
+                runner.render(info.arguments)
+            except TemplateError as exc:
+                return info.refusal("refused", f"invalid arguments: {exc}")
+        return None
+
+    async def _run(self, info: CallInfo) -> ToolOutcome:
+        try:
+            result = await self._runners[info.tool].run(self.host, self.last_values, info.arguments)
+        except (ActionFailedError, TemplateError) as exc:
+            return self._audited(info.refusal("error", str(exc)))
+        except Exception as exc:
+            log.warning("tools: %s (call %s) failed: %s", info.tool, info.id, exc)
+            return self._audited(info.refusal("error", f"{type(exc).__name__}: {exc}"))
+        return self._audited(info.outcome("ok", result))
+
+    def _audited(self, outcome: ToolOutcome) -> ToolOutcome:
+        stamped = replace(outcome, ts=self._now().timestamp())
+        try:
+            self.host.audit(stamped.audit_record())
+        except Exception:
+            log.exception("tools: auditing call %s failed", stamped.id)
+        return stamped
