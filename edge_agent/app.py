@@ -8,8 +8,12 @@ import logging
 import signal
 import time
 from functools import partial
+from pathlib import Path
 
 from edge_agent import __version__
+from edge_agent.agent.core import Agent
+from edge_agent.agent.model_host import ModelRefusedError, load_model
+from edge_agent.agent.tool_host import LinkToolHost, serve_tools
 from edge_agent.config import Config
 from edge_agent.health.admission import fallback_location
 from edge_agent.health.degrade import DegradationLadder, DegradationState, Limits, Reading
@@ -17,13 +21,17 @@ from edge_agent.health.probes import Probes
 from edge_agent.health.report import read_health
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.messages import MotionResult, Utterance
+from edge_agent.model.engine import EngineError
+from edge_agent.model.files import ModelFilesError
 from edge_agent.pipeline import Capture
+from edge_agent.reload import Reloader
 from edge_agent.service import Supervisor
 from edge_agent.sinks.announce import Announcer
-from edge_agent.sinks.ask import AskHandler, AskService, no_model
+from edge_agent.sinks.ask import AskHandler, AskService
 from edge_agent.sinks.metrics import open_metrics
 from edge_agent.sinks.mqtt import MqttLink, MqttSetupError, open_spool
 from edge_agent.sources.camera import CameraStatus
+from edge_agent.tools import Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +46,16 @@ def describe(config: Config) -> str:
     )
 
 
-def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: asyncio.Event) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+
+
+def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:
+    """The declared tools, acting through the link and the cameras."""
+    host = LinkToolHost(link, capture.latest_frame, config.agent.snapshot_quality)
+    return Toolbox(config.tools, host, confirm_ttl_s=config.agent.confirm_timeout_s)
 
 
 class Node:
@@ -49,6 +64,7 @@ class Node:
     def __init__(self, config: Config, link: MqttLink, capture: Capture) -> None:
         self.config, self.link, self.capture = config, link, capture
         self.started = time.time()
+        self.model_settled = asyncio.Event()
         self.probes = Probes()
         self.ladder = DegradationLadder(
             config.health,
@@ -57,6 +73,10 @@ class Node:
         )
         self.degradation: DegradationState = self.ladder.state()
         self.metrics = open_metrics(config.health.prometheus_host, config.health.prometheus_port)
+        self.agent = Agent(
+            config, make_toolbox(config, link, capture), link, capture.latest_frame, lambda: self.degradation
+        )
+        capture.on_motion = self.agent.on_motion
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
@@ -67,10 +87,37 @@ class Node:
             "status": "running",
             "version": __version__,
             "started": self.started,
-            "model": {"path": str(self.config.model.path), "variant": self.config.model.variant, "loaded": False},
+            "model": self.model_state(),
+            "queue": {"depth": self.agent.scheduler.depth, "busy": self.agent.scheduler.current is not None},
             "degradation": self.degradation.to_json(),
             "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
         }
+
+    def model_state(self) -> dict[str, object]:
+        """What `state` says about the model: which one is loaded, or why none is."""
+        model = self.agent.model
+        if model is None:
+            return {"path": str(self.config.model.path), "loaded": False, "error": self.agent.model_error}
+        return {
+            "path": str(model.files.root),
+            "variant": model.files.variant,
+            "label": model.label,
+            "loaded": True,
+            "load_s": round(model.load_s, 2),
+            "admission": model.admission.decision,
+        }
+
+    async def load_model(self, notifier: SystemdNotifier) -> None:
+        """Load the configured model on a thread (admission first); a failure is reported and the node stays up."""
+        notifier.status("loading the model")
+        try:
+            self.agent.model = await asyncio.to_thread(load_model, self.config.model, self.config.health)
+            self.agent.model_error = None
+        except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
+            self.agent.model_error = str(exc)
+            log.error("model not loaded: %s", exc)
+        self.model_settled.set()
+        self.publish_state()
 
     def publish_state(self) -> None:
         """Publish the retained `state`."""
@@ -87,11 +134,12 @@ class Node:
         )
 
     def heard(self, utterance: Utterance) -> None:
-        """The voice gate cut out an utterance."""
+        """The voice gate cut out an utterance: announce it and hand it to the voice task."""
         self.link.publish_result(
             "utterance",
             {"start_s": round(utterance.start_s, 3), "end_s": round(utterance.end_s, 3), "reason": utterance.reason},
         )
+        self.agent.on_utterance(utterance)
 
     def degrade(self, reading: Reading) -> None:
         """Move along the degradation ladder; a change is logged and published in `state`."""
@@ -109,6 +157,7 @@ class Node:
             self.degrade(reading)
             report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
             report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
+            report["agent"] = self.agent.stats()
             if self.metrics is not None:
                 cameras = {name: camera.status.state for name, camera in self.capture.cameras.items()}
                 self.metrics.update(report, int(self.degradation.level), cameras)
@@ -133,18 +182,36 @@ def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskS
     return service
 
 
-async def announce_ready(link: MqttLink, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
-    """Tell systemd READY=1 once the broker is connected (STATUS says what is awaited until then)."""
+async def announce_ready(node: Node, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
+    """Tell systemd READY=1 once the broker is connected and the model load has settled (loaded or refused)."""
     notifier.status("waiting for the MQTT broker")
-    await link.connected.wait()
-    watchdog.set_status("running")
-    notifier.ready("running")
+    await node.link.connected.wait()
+    await node.model_settled.wait()
+    status = "running" if node.agent.model is not None else f"running without a model: {node.agent.model_error}"
+    watchdog.set_status(status)
+    notifier.ready(status)
 
 
-async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: AskHandler = no_model) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); returns the process exit code."""
-    stop = stop or asyncio.Event()
-    _install_signal_handlers(asyncio.get_running_loop(), stop)
+async def drain(node: Node, timeout_s: float = 2.0) -> None:
+    """On SIGTERM: refuse waiting jobs, cancel the running generation and give it a moment to publish."""
+    scheduler = node.agent.scheduler
+    dropped = scheduler.drain("the node is stopping")
+    current = scheduler.current
+    scheduler.cancel_current()
+    if current is not None:
+        log.info("stopping: cancelling %s (%d waiting request(s) refused)", current.name, dropped)
+        await asyncio.wait({current.future}, timeout=timeout_s)
+
+
+async def run(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    ask_handler: AskHandler | None = None,
+    config_path: Path | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads `config_path`; returns the exit code."""
+    stop, reload = stop or asyncio.Event(), asyncio.Event()
+    _install_signal_handlers(asyncio.get_running_loop(), stop, reload)
     supervisor = Supervisor()
     log.info("edge-agent %s starting: %s", __version__, describe(config))
     try:
@@ -157,26 +224,34 @@ async def run(config: Config, stop: asyncio.Event | None = None, ask_handler: As
     notifier = SystemdNotifier()
     watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
     capture.on_progress = watchdog.progress
-    questions = serve_questions(link, config, ask_handler)
+    questions = serve_questions(link, config, ask_handler or node.agent.ask)
+    serve_tools(link, lambda: node.agent.toolbox)
     if config.microphone is not None and config.microphone.vad.mode == "triggered":
         link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
-    if config.mqtt.discovery:
-        Announcer(config, link).attach()
+    announcer = Announcer(config, link) if config.mqtt.discovery else None
+    if announcer is not None:
+        announcer.attach()
+    reloader = Reloader(config, config_path, node, announcer, partial(make_toolbox, link=link, capture=capture))
     try:
         link.start()
         supervisor.start("ask", questions.serve)
+        supervisor.start("model", partial(node.load_model, notifier))
+        supervisor.start("scheduler", node.agent.scheduler.serve)
+        supervisor.start("watch-timers", node.agent.run_timers)
         capture.start(supervisor)
         node.publish_state()
         supervisor.start("health", node.report_health)
-        supervisor.start("ready", partial(announce_ready, link, notifier, watchdog))
+        supervisor.start("ready", partial(announce_ready, node, notifier, watchdog))
+        supervisor.start("reload", partial(reloader.serve, reload))
         if watchdog.period_s is not None:  # only under systemd with WatchdogSec=
             supervisor.start("watchdog", watchdog.run_async)
         await stop.wait()
     finally:
         log.info("stopping")
         notifier.stopping("stopping")
+        await drain(node)
         capture.stop_threads.set()  # capture threads end at their next read; then their services return
-        await supervisor.stop()
+        await supervisor.stop(timeout_s=1.0)
         await link.stop()
         link.spool.close()
         if node.metrics is not None:

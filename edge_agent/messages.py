@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -80,4 +81,5 @@ class AskReply:
     status: Literal["ok", "error", "busy"]
     answer: str | None = None
     error: str | None = None
-    model: str | None = None  # variant that answered, e.g. "q4"
+    model: str | None = None  # the model that answered, e.g. "gemma-4-e2b-it (q4)"
+    meta: Mapping[str, Any] = field(default_factory=dict)  # context: task, camera, trigger, timings, tool calls...

@@ -12,7 +12,7 @@ from functools import partial
 from edge_agent.config import CameraConfig, Config
 from edge_agent.gating.motion import MotionDetector
 from edge_agent.gating.vad import VoiceGate, make_scorer
-from edge_agent.messages import AudioChunk, MotionResult, Utterance
+from edge_agent.messages import AudioChunk, Frame, MotionResult, Utterance
 from edge_agent.service import Supervisor
 from edge_agent.sources.audio import open_microphone
 from edge_agent.sources.camera import Camera, CameraStatus, LatestFrame
@@ -33,6 +33,7 @@ class Capture:
     on_progress: Callable[[str], None] | None = None  # "capture" after every frame the motion gate checked
     stop_threads: threading.Event = field(default_factory=threading.Event)
     cameras: dict[str, Camera] = field(default_factory=dict)
+    frames: dict[str, LatestFrame] = field(default_factory=dict)
     voice_gate: VoiceGate | None = None
     audio_dropped: int = 0
 
@@ -41,6 +42,7 @@ class Capture:
         loop = asyncio.get_running_loop()
         for camera_config in self.config.cameras:
             slot = LatestFrame(loop)
+            self.frames[camera_config.name] = slot
             camera = Camera(camera_config, slot.put, on_status=partial(self._status_from_thread, loop))
             self.cameras[camera_config.name] = camera
             name = camera_config.name
@@ -97,6 +99,11 @@ class Capture:
                 if self.on_motion is not None:
                     self.on_motion(result)
                 self._arm_on_motion(config.name)
+
+    def latest_frame(self, camera: str) -> Frame | None:
+        """The newest frame of a camera (None before the first, or for an unknown camera)."""
+        slot = self.frames.get(camera)
+        return slot.latest() if slot is not None else None
 
     def listen(self, reason: str) -> None:
         """A trigger (motion, an MQTT message, a button) opens the voice gate for one utterance."""

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_agent import app
 
     try:
-        return asyncio.run(app.run(config))
+        return asyncio.run(app.run(config, config_path=args.config))
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return 130
 

@@ -1,6 +1,7 @@
 """Validated configuration: one YAML file loaded into strict pydantic models."""
 
 from edge_agent.config.agent import (
+    AgentConfig,
     MqttPublishAction,
     MqttReadAction,
     SnapshotAction,
@@ -23,6 +24,7 @@ from edge_agent.config.schema import Config
 from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig, MotionConfig, VadConfig
 
 __all__ = [
+    "AgentConfig",
     "CameraConfig",
     "Config",
     "ConfigError",

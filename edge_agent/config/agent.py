@@ -45,6 +45,9 @@ class WatchTaskConfig(Section):
         default=None, description="Image tokens for this task; default: model.image_budget."
     )
     thinking: bool = Field(default=False, description="Let the model think first for this task.")
+    deadline_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Give up on an answer not finished this long after the trigger."
+    )
 
     @field_validator("answer")
     @classmethod
@@ -70,6 +73,33 @@ class VoiceTaskConfig(Section):
         default=None, max_length=4000, description="Extra system instructions for this task."
     )
     thinking: bool = Field(default=False, description="Let the model think first for this task.")
+    tool_choice: Literal["auto", "required"] = Field(
+        default="auto",
+        description="'auto': the model decides whether to call a tool; 'required': its first reply must be a call.",
+    )
+    transcribe: bool = Field(
+        default=True, description="Also publish a transcript of each utterance (one more, short, generation)."
+    )
+    max_steps: int = Field(
+        default=3, ge=0, le=10, description="Rounds of tool calls whose results go back to the model."
+    )
+    deadline_s: float = Field(
+        default=60.0, gt=0, le=3600, description="Give up on an utterance not handled this long after it ended."
+    )
+
+
+class AgentConfig(Section):
+    """How requests share the one model."""
+
+    queue_size: int = Field(
+        default=8, ge=1, le=1000, description="Requests waiting for the model; beyond it a request is refused busy."
+    )
+    ask_tools: bool = Field(default=True, description="Questions from MQTT may call the declared tools.")
+    ask_max_steps: int = Field(default=3, ge=0, le=10, description="Rounds of tool calls for one question.")
+    confirm_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="How long a tool call waiting for confirmation stays valid."
+    )
+    snapshot_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality of published snapshots.")
 
 
 TaskConfig = Annotated[WatchTaskConfig | VoiceTaskConfig, Field(discriminator="kind")]

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 from pydantic import Field
 
-from edge_agent.config.agent import SnapshotAction, TaskConfig, ToolConfig, VoiceTaskConfig, WatchTaskConfig
+from edge_agent.config.agent import (
+    AgentConfig,
+    SnapshotAction,
+    TaskConfig,
+    ToolConfig,
+    VoiceTaskConfig,
+    WatchTaskConfig,
+)
 from edge_agent.config.base import Section
 from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, ModelConfig, MqttConfig
 from edge_agent.config.sources import CameraConfig, MicrophoneConfig
@@ -28,6 +35,7 @@ class Config(Section):
         default_factory=list, description="Standing questions ('watch') and voice handling ('voice')."
     )
     tools: list[ToolConfig] = Field(default_factory=list, description="Tools the model may call.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="How requests share the model.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Self-supervision thresholds.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
 
@@ -48,6 +56,10 @@ def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
     problems += _duplicates("tools", [t.name for t in config.tools])
     cameras = {c.name for c in config.cameras}
     tools = {t.name for t in config.tools}
+    voice = [index for index, task in enumerate(config.tasks) if isinstance(task, VoiceTaskConfig)]
+    problems += [
+        (("tasks", index, "kind"), "only one voice task: the microphone has one stream") for index in voice[1:]
+    ]
     for index, task in enumerate(config.tasks):
         if isinstance(task, WatchTaskConfig) and task.camera not in cameras:
             problems.append((("tasks", index, "camera"), f"no camera named '{task.camera}' in 'cameras'"))

@@ -10,6 +10,7 @@ import numpy as np
 
 from edge_agent.model.audio import AudioInput, AudioSettings, audio_features
 from edge_agent.model.chat import Media, Message, render_prompt
+from edge_agent.model.chat_tools import ToolSpec
 from edge_agent.model.engine import TextEngine
 from edge_agent.model.generate import GenerationSettings, generate
 from edge_agent.model.media_prompt import MediaUnsupportedError, PrefilledModel, build_media_prompt
@@ -27,6 +28,8 @@ class Question:
     system: str | None = None
     image_budget: int = 280
     thinking: bool = False
+    tools: tuple[ToolSpec, ...] = ()  # declared in the system turn
+    steps: tuple[Message, ...] = ()  # model turns of this exchange so far (tool calls and their responses)
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,17 @@ class Answerer:
         media = (image,) * len(question.images) + (audio,) * len(question.audio)
         turns = [Message("system", question.system)] if question.system else []
         turns.append(Message("user", question.text, media=media))
-        return self.tokenizer.encode(render_prompt(turns, thinking=question.thinking))
+        turns += question.steps
+        return self.tokenizer.encode(render_prompt(turns, question.tools, thinking=question.thinking))
 
     def answer(
-        self, question: Question, settings: GenerationSettings, on_text: Callable[[str], None] | None = None
+        self,
+        question: Question,
+        settings: GenerationSettings,
+        on_text: Callable[[str], None] | None = None,
+        special_tokens: bool = False,
     ) -> Answer:
-        """Run every stage and return the answer with its timings."""
+        """Run every stage and return the answer with its timings (`special_tokens`: keep tool-call markup)."""
         self.check_supported(question)
         started = time.monotonic()
         images, clips = self.preprocess(question)
@@ -100,7 +108,13 @@ class Answerer:
         started = time.monotonic()
         prompt = build_media_prompt(self.engine, self.prompt_ids(question), images, clips)
         merge_s = time.monotonic() - started - prompt.encoder_s
-        result = generate(PrefilledModel(self.engine, prompt), prompt.ids, settings, self.tokenizer.stream(), on_text)
+        result = generate(
+            PrefilledModel(self.engine, prompt),
+            prompt.ids,
+            settings,
+            self.tokenizer.stream(not special_tokens),
+            on_text,
+        )
         return Answer(
             text=result.text,
             ids=result.ids,

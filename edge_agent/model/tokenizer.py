@@ -28,6 +28,8 @@ class Tokenizer:
         self.eos_id = self.token_id(_token_text(settings.get("eos_token"), "<eos>"))
         self.pad_id = self.token_id(_token_text(settings.get("pad_token"), "<pad>"))
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        added = self._tokenizer.get_added_tokens_decoder().values()
+        self.special_tokens = tuple(sorted((t.content for t in added if t.special), key=len, reverse=True))
 
     def token_id(self, token: str) -> int:
         """The id of a (special) token; ModelFilesError when this tokenizer lacks it."""

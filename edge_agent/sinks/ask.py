@@ -153,6 +153,7 @@ class AskService:
 
     def _send(self, request: AskRequest, destination: Destination, reply: AskReply) -> None:
         body = {
+            **reply.meta,
             "id": request.id,
             "status": reply.status,
             "answer": reply.answer,

@@ -1,0 +1,78 @@
+"""The daemon's loaded model: admission, sessions, tokenizer and grammar compiler, built once per model setting."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from edge_agent.config import HealthConfig, ModelConfig
+from edge_agent.health.admission import Admission, admit, fallback_location
+from edge_agent.model.answer import Answerer
+from edge_agent.model.constrain import ConstraintFactory
+from edge_agent.model.engine import EngineOptions, TextEngine
+from edge_agent.model.files import ModelFiles, locate_model
+from edge_agent.model.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class ModelRefusedError(Exception):
+    """Admission decided the model does not fit in memory."""
+
+
+@dataclass
+class LoadedModel:
+    """Everything inference needs, for one model directory and variant."""
+
+    config: ModelConfig
+    files: ModelFiles
+    answerer: Answerer
+    tokenizer: Tokenizer
+    constraints: ConstraintFactory
+    admission: Admission
+    load_s: float
+
+    @property
+    def label(self) -> str:
+        """What answers say produced them, e.g. 'gemma-4-e2b-it (q4)'."""
+        return f"{self.files.root.name} ({self.files.variant})"
+
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """Tokens that end the model's turn."""
+        ids = set(self.files.generation.eos_token_ids)
+        ids.add(self.tokenizer.token_id("<turn|>"))
+        return frozenset(ids)
+
+    @property
+    def max_context(self) -> int:
+        """The configured context, capped by what the model was trained for."""
+        return min(self.config.max_context, self.files.info.max_position_embeddings)
+
+
+def load_model(model: ModelConfig, health: HealthConfig) -> LoadedModel:
+    """Admission, then the sessions of the chosen model (checksums verified); ModelRefusedError when nothing fits."""
+    started = time.monotonic()
+    available_mb = psutil.virtual_memory().available / 2**20
+    admission = admit(model, health, available_mb)
+    log.info("model admission: %s: %s", admission.decision, admission.reason)
+    if admission.decision == "refuse":
+        raise ModelRefusedError(admission.reason)
+    root, variant = model.path, str(model.variant)
+    if admission.decision == "fallback":
+        location = fallback_location(model)
+        assert location is not None
+        root, variant = location
+    files = locate_model(root, variant, verify=True)
+    options = EngineOptions(tuple(model.providers), model.intra_op_threads, model.inter_op_threads)
+    engine = TextEngine(files, options)
+    tokenizer = Tokenizer(files.root)
+    constraints = ConstraintFactory(tokenizer, files.tokenizer_json, files.info.vocab_size)
+    loaded = LoadedModel(
+        model, files, Answerer(engine, tokenizer), tokenizer, constraints, admission, time.monotonic() - started
+    )
+    log.info("model loaded: %s in %.1f s (providers %s)", loaded.label, loaded.load_s, ", ".join(engine.providers))
+    return loaded

@@ -1,0 +1,72 @@
+"""Spoken requests: the utterance goes to the model as audio with the task's tools; transcript and calls published."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edge_agent.agent.converse import Exchange, converse, generate_answer, visible_text
+from edge_agent.agent.model_host import LoadedModel
+from edge_agent.agent.scheduler import JobContext
+from edge_agent.config import VoiceTaskConfig
+from edge_agent.model.answer import Question
+from edge_agent.tools import Toolbox
+
+TRANSCRIBE = "Transcribe the speech in this audio exactly, in its language. Reply with the transcript only."
+VOICE_SYSTEM = (
+    "You are the voice assistant of a home. The user speaks to you; answer briefly. "
+    "When a declared tool does what the user asks, call it."
+)
+TRANSCRIPT_TOKENS = 96
+
+
+async def transcribe(model: LoadedModel, samples: np.ndarray, ctx: JobContext) -> str:
+    """What was said, by a short generation of its own."""
+    answer = await generate_answer(model, Question(TRANSCRIBE, audio=(samples,)), ctx, TRANSCRIPT_TOKENS)
+    return visible_text(model, answer.text)
+
+
+async def handle_utterance(
+    model: LoadedModel,
+    toolbox: Toolbox,
+    task: VoiceTaskConfig,
+    samples: np.ndarray,
+    ctx: JobContext,
+    *,
+    max_new_tokens: int,
+) -> tuple[str | None, Exchange]:
+    """Transcript (when configured) and the exchange: tool calls made, their outcomes, the spoken answer."""
+    transcript = await transcribe(model, samples, ctx) if task.transcribe else None
+    system = VOICE_SYSTEM + ("\n" + task.instructions if task.instructions else "")
+    tools = tuple(toolbox.specs(task.tools))
+    question = Question("", audio=(samples,), system=system, thinking=task.thinking, tools=tools)
+    exchange = await converse(
+        model,
+        toolbox,
+        question,
+        ctx,
+        task=task.name,
+        allowed=task.tools,
+        max_steps=task.max_steps,
+        max_new_tokens=max_new_tokens,
+        tool_required=task.tool_choice == "required",
+    )
+    return transcript, exchange
+
+
+def voice_payload(
+    task: VoiceTaskConfig, transcript: str | None, exchange: Exchange, model: LoadedModel, *, level: int, seconds: float
+) -> dict[str, Any]:
+    """The `task/<name>` JSON of one utterance."""
+    return {
+        "task": task.name,
+        "trigger": "voice",
+        "camera": None,
+        "transcript": transcript,
+        "utterance_s": round(seconds, 2),
+        "model": model.label,
+        "degradation_level": level,
+        "snapshot_id": None,
+        **exchange.to_json(),
+    }

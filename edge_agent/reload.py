@@ -1,0 +1,102 @@
+"""SIGHUP: read the config file again and apply tasks, tools and the agent section; reload the model only if its
+section changed. Sections that need a restart (broker, cameras, ...) make the reload refuse, saying which."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.agent.model_host import ModelRefusedError, load_model
+from edge_agent.agent.scheduler import Job, JobContext, Priority
+from edge_agent.config import Config, ConfigError, load_config
+from edge_agent.model.engine import EngineError
+from edge_agent.model.files import ModelFilesError
+from edge_agent.tools import Toolbox
+
+if TYPE_CHECKING:
+    from edge_agent.app import Node
+    from edge_agent.sinks.announce import Announcer
+
+log = logging.getLogger(__name__)
+LIVE_SECTIONS = ("tasks", "tools", "agent", "model")
+
+
+def sections_needing_restart(old: Config, new: Config) -> list[str]:
+    """Top-level sections that changed but cannot be applied to a running node."""
+    return [
+        name for name in Config.model_fields if name not in LIVE_SECTIONS and getattr(old, name) != getattr(new, name)
+    ]
+
+
+class Reloader:
+    """Applies a re-read config to the running node."""
+
+    def __init__(
+        self,
+        config: Config,
+        path: Path | None,
+        node: Node,
+        announcer: Announcer | None,
+        toolbox: Callable[[Config], Toolbox],
+    ) -> None:
+        self.config, self.path, self.node, self.announcer, self.toolbox = config, path, node, announcer, toolbox
+        self.reloads = 0
+
+    async def serve(self, requested: asyncio.Event) -> None:
+        """Reload each time `requested` is set (by SIGHUP)."""
+        while True:
+            await requested.wait()
+            requested.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Read and apply the config file; False (and the old config kept) when it is invalid or needs a restart."""
+        if self.path is None:
+            log.warning("reload: the daemon was not started from a config file; nothing to reload")
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self.path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays:\n%s", exc)
+            return False
+        restart = sections_needing_restart(self.config, new)
+        if restart:
+            log.error("reload refused: %s changed; restart the service to apply them", ", ".join(restart))
+            return False
+        old, self.config = self.config, new
+        self.node.config = new
+        self.node.agent.reconfigure(new, self.toolbox(new))
+        if self.announcer is not None:
+            self.announcer.config = new
+            self.announcer.announce()
+        if new.model != old.model:
+            self._reload_model(new, old)
+        self.reloads += 1
+        log.info("reload: %d task(s), %d tool(s); model %s", len(new.tasks), len(new.tools), _model_note(old, new))
+        self.node.publish_state()
+        return True
+
+    def _reload_model(self, new: Config, old: Config) -> None:
+        """Swap models between two inferences: the job runs when the model is free."""
+
+        async def swap(_ctx: JobContext) -> Any:
+            agent = self.node.agent
+            agent.model, agent.model_error = None, "reloading"  # free the old sessions before loading the new ones
+            for settings in (new, old):
+                try:
+                    agent.model = await asyncio.to_thread(load_model, settings.model, settings.health)
+                    agent.model_error = None
+                    break
+                except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
+                    agent.model_error = str(exc)
+                    log.error("reload: model %s not loaded: %s", settings.model.path, exc)
+            self.node.publish_state()
+
+        self.node.agent.scheduler.submit(Job("model-reload", Priority.INTERACTIVE, swap))
+
+
+def _model_note(old: Config, new: Config) -> str:
+    return "reloading (its settings changed)" if new.model != old.model else "kept (unchanged)"
