@@ -201,7 +201,7 @@ def _masked(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         keep = np.flatnonzero(ok)
         out[keep] = logits[keep]
         return out
-    out = logits.copy()  # most tokens allowed (inside a string): blank the rest (bench/constrained.py)
+    out: np.ndarray = logits.copy()  # most tokens allowed (inside a string): blank the rest (bench/constrained.py)
     out[:size][~ok] = -np.inf
     out[size:] = -np.inf
     return out
