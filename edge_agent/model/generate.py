@@ -197,14 +197,14 @@ def _masked(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
     if count == 0:
         raise RuntimeError("the output constraint allows no token (grammar and vocabulary disagree)")
     if count < size // 8:  # few tokens allowed (a keyword, a number): copy just those
-        out = np.full(logits.shape, -np.inf, dtype=logits.dtype)
+        few = np.full(logits.shape, -np.inf, dtype=logits.dtype)
         keep = np.flatnonzero(ok)
-        out[keep] = logits[keep]
-        return out
-    out: np.ndarray = logits.copy()  # most tokens allowed (inside a string): blank the rest (bench/constrained.py)
-    out[:size][~ok] = -np.inf
-    out[size:] = -np.inf
-    return out
+        few[keep] = logits[keep]
+        return few
+    most: np.ndarray = logits.copy()  # most tokens allowed (inside a string): blank the rest (bench/constrained.py)
+    most[:size][~ok] = -np.inf
+    most[size:] = -np.inf
+    return most
 
 
 def generate(
