@@ -17,6 +17,7 @@ from edge_agent.tools import Toolbox, ToolOutcome
 
 _CALL_BLOCK = re.compile(r"<\|tool_call>.*?(<tool_call\|>|$)", re.DOTALL)
 _INTERRUPTED = {"cancelled": "stopping", "deadline": "deadline"}
+CALL_TOKENS = 128  # least budget of a step that may call a tool: a call cut short is lost
 
 
 @dataclass
@@ -95,7 +96,8 @@ async def converse(
         may_call = bool(question.tools) and exchange.steps < max_steps
         required = tool_required and exchange.steps == 0
         constraint = model.constraints.tool_calls(question.tools, required) if may_call else None
-        answer = await generate_answer(model, replace(question, steps=steps), ctx, max_new_tokens, constraint)
+        budget = max(max_new_tokens, CALL_TOKENS) if may_call else max_new_tokens
+        answer = await generate_answer(model, replace(question, steps=steps), ctx, budget, constraint)
         exchange.add_times(answer)
         exchange.finish_reason = answer.finish_reason
         try:

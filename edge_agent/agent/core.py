@@ -124,6 +124,11 @@ class Agent:
 
     async def _run_watch(self, task: WatchTaskConfig, trigger: Trigger, started: float, ctx: JobContext) -> Any:
         model = self._require_model()
+        if (
+            trigger in ("motion", "timer")
+            and time.monotonic() - self._last_answer.get(task.name, -1e9) < task.cooldown_s
+        ):
+            raise JobRefusedError("cooldown", f"task {task.name}: answered less than cooldown_s ago")
         frame = self.frames(task.camera)
         if frame is None:
             raise JobRefusedError("no_frame", f"camera {task.camera}: no frame yet")
@@ -255,5 +260,6 @@ class Agent:
         payload = voice_payload(task, transcript, exchange, model, level=int(state.level), seconds=seconds)
         self.publisher.publish_result(f"task/{task.name}", payload)
         self.publisher.publish_event({"event_type": "voice_command", **payload})
-        log.info("voice %s: %r -> %d tool call(s)", task.name, transcript, len(exchange.outcomes))
+        heard = (transcript or "")[:80]
+        log.info("voice %s: %r -> %d tool call(s)", task.name, heard, len(exchange.outcomes))
         return payload
