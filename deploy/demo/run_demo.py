@@ -51,7 +51,10 @@ def subscribe_and_print(port: int, seen: list[str]) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
 
     def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        payload = message.payload.decode("utf-8", "replace")
+        if message.payload[:3] == b"\xff\xd8\xff":  # a snapshot: say what it is rather than print bytes
+            payload = f"<JPEG image, {len(message.payload)} bytes>"
+        else:
+            payload = message.payload.decode("utf-8", "replace")
         payload = payload if len(payload) <= 200 else payload[:200] + "..."
         retained = " (retained)" if message.retain else ""
         seen.append(message.topic)
@@ -59,7 +62,7 @@ def subscribe_and_print(port: int, seen: list[str]) -> mqtt.Client:
 
     client.on_message = on_message
     client.connect("127.0.0.1", port)
-    client.subscribe([("edge_agent/#", 1), ("homeassistant/#", 1)])
+    client.subscribe([("edge_agent/#", 1), ("homeassistant/#", 1), ("zigbee2mqtt/#", 1)])
     client.loop_start()
     return client
 
@@ -81,10 +84,12 @@ def main() -> int:
         seen: list[str] = []
         subscriber = subscribe_and_print(port, seen)
         print(f"demo: broker on 127.0.0.1:{port}; daemon runs for {args.seconds:.0f} s", flush=True)
+        # a stand-in for a Zigbee2MQTT light, so the kitchen_light_state tool has a value to read
+        subscriber.publish("zigbee2mqtt/kitchen_light", json.dumps({"state": "OFF"}), qos=1, retain=True)
         daemon = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(args.config)], env=env)
         try:
             time.sleep(min(5.0, args.seconds / 2))
-            question = json.dumps({"id": "demo-1", "question": "Is the garage door open?"})
+            question = json.dumps({"id": "demo-1", "question": "Is the garage door open?", "camera": "garage"})
             print(f"[demo] asking on edge_agent/demo-node/ask: {question}", flush=True)
             subscriber.publish("edge_agent/demo-node/ask", question, qos=1)
             daemon.wait(timeout=max(1.0, args.seconds - min(5.0, args.seconds / 2)))
@@ -97,7 +102,16 @@ def main() -> int:
             subscriber.disconnect()
             broker.terminate()
             broker.wait(timeout=5)
-    print(f"demo: daemon exited with {code}; the subscriber saw {len(seen)} MQTT message(s)", flush=True)
+    print(f"demo: daemon exited with {code}; the subscriber saw {len(seen)} MQTT message(s):", flush=True)
+    for label, part in (
+        ("watch answers", "/task/garage"),
+        ("car counts", "/task/cars"),
+        ("voice commands", "/task/voice"),
+        ("tool calls audited", "/tools/audit"),
+        ("light commands", "zigbee2mqtt/kitchen_light/set"),
+        ("replies to asks", "/answer"),
+    ):
+        print(f"  {label}: {sum(1 for topic in seen if part in topic and not topic.endswith('/snapshot'))}")
     return code
 
 

@@ -30,9 +30,11 @@ class Exchange:
     refusals: list[str] = field(default_factory=list)  # model output that was not a well-formed call
     steps: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    decode_tokens_per_s: float = 0.0  # of the last generation
 
     def add_times(self, answer: Answer) -> None:
         """Accumulate one generation's stage times."""
+        self.decode_tokens_per_s = answer.decode_tokens_per_s
         for name, value in answer.times.as_ms().items():
             self.timings_ms[name] = round(self.timings_ms.get(name, 0.0) + value, 2)
 

@@ -224,6 +224,7 @@ class Agent:
             max_steps=self.config.agent.ask_max_steps,
             max_new_tokens=state.limits.max_new_tokens,
         )
+        self.decode_tokens_per_s = exchange.decode_tokens_per_s
         snapshot = f"{frame.camera}-{frame.index}" if frame is not None else None
         return {
             **exchange.to_json(),
@@ -256,6 +257,7 @@ class Agent:
         transcript, exchange = await handle_utterance(
             model, self.toolbox, task, utterance.samples, ctx, max_new_tokens=state.limits.max_new_tokens
         )
+        self.decode_tokens_per_s = exchange.decode_tokens_per_s
         seconds = utterance.end_s - utterance.start_s
         payload = voice_payload(task, transcript, exchange, model, level=int(state.level), seconds=seconds)
         self.publisher.publish_result(f"task/{task.name}", payload)

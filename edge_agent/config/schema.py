@@ -48,6 +48,18 @@ def _duplicates(section: str, names: list[str]) -> Iterator[tuple[KeyPath, str]]
         seen.add(name)
 
 
+def _grammar_problem(tool: ToolConfig) -> str | None:
+    """Why the tool-call grammar cannot express this tool's parameters (constrained decoding needs it), if so."""
+    from edge_agent.model.chat_tools import ToolSpec  # pure functions: no model is loaded
+    from edge_agent.model.tool_grammar import ToolSchemaError, tool_call_grammar
+
+    try:
+        tool_call_grammar([ToolSpec(tool.name, tool.description, tool.parameters)], quote_id=0, end_id=1)
+    except ToolSchemaError as exc:
+        return f"{exc}; supported: type, enum/const, number bounds, items/minItems/maxItems, properties/required"
+    return None
+
+
 def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
     """Problems that involve more than one section, each with the key path it belongs to."""
     problems: list[tuple[KeyPath, str]] = []
@@ -75,6 +87,8 @@ def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
                 path: KeyPath = ("microphone", "vad", "arm_on_motion", pos)
                 problems.append((path, f"no camera named '{camera}' in 'cameras'"))
     for index, tool_config in enumerate(config.tools):
+        if problem := _grammar_problem(tool_config):
+            problems.append((("tools", index, "parameters"), problem))
         action = tool_config.action
         if isinstance(action, SnapshotAction) and action.camera not in cameras:
             problems.append((("tools", index, "action", "camera"), f"no camera named '{action.camera}' in 'cameras'"))

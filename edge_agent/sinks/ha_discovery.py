@@ -93,7 +93,7 @@ def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             f"{uid}_model",
             "Model",
             topics.state,
-            "{{ value_json.model.variant if value_json.model.loaded else 'not loaded' }}",
+            "{{ value_json.model.label if value_json.model.loaded else 'not loaded' }}",
             icon="mdi:brain",
             **diagnostic,
         ),
@@ -106,6 +106,18 @@ def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             json_attributes_template="{{ value_json.degradation | tojson }}",
             icon="mdi:thermometer-alert",
             **diagnostic,
+        ),
+        "queue_depth": _sensor(
+            f"{uid}_queue_depth", "Requests waiting", topics.health, "{{ value_json.agent.queue_depth }}", **measure
+        ),
+        "decode_speed": _sensor(
+            f"{uid}_decode_speed",
+            "Decode speed",
+            topics.health,
+            "{{ value_json.agent.decode_tokens_per_s }}",
+            unit_of_measurement="tokens/s",
+            icon="mdi:speedometer",
+            **measure,
         ),
         "spool_depth": _sensor(
             f"{uid}_spool_depth", "Spooled results", topics.health, "{{ value_json.spool_depth }}", **measure

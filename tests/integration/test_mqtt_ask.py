@@ -40,6 +40,11 @@ sys.exit(asyncio.run(app.run(load_config(sys.argv[1]), ask_handler=slow)))
 """
 
 
+def no_model(error: str) -> bool:
+    """The reply of a node whose model directory is empty: no model, and why."""
+    return error.startswith("no model loaded: ") and "config.json: missing" in error
+
+
 class Requester:
     """An MQTT 5 client that sends questions with a response topic and counts replies per correlation id."""
 
@@ -120,7 +125,7 @@ def test_reply_on_the_response_topic_with_correlation_data(daemon: Daemon, mosqu
         requester.ask("edge_agent/ask1/ask", b'{"id": "q1", "question": "Is the door open?"}', b"corr-1")
         requester.wait(lambda: b"corr-1" in requester.replies)
         (reply,) = requester.replies[b"corr-1"]
-        assert reply["id"] == "q1" and reply["status"] == "error" and reply["error"] == "no model loaded"
+        assert reply["id"] == "q1" and reply["status"] == "error" and no_model(reply["error"])
         assert reply["elapsed_ms"] >= 0 and abs(reply["received"] - time.time()) < 60
         assert requester.others == []  # nothing on .../answer when a response topic was given
     finally:
@@ -138,7 +143,7 @@ def test_without_a_response_topic_the_reply_goes_to_answer_with_the_id(daemon: D
         replies = [body for topic, body in requester.others if topic == "edge_agent/ask1/answer"]
         assert len(replies) == 4 and all(r["status"] == "error" for r in replies)
         by_id = {r["id"]: r["error"] for r in replies if r["id"]}  # rejections are answered before queued questions
-        assert by_id["q2"] == "no model loaded" and "colour: unknown field" in by_id["q3"]
+        assert no_model(by_id["q2"]) and "colour: unknown field" in by_id["q3"]
         anonymous = sorted(r["error"] for r in replies if r["id"] is None)
         assert "invalid request" in anonymous[0] and "too large" in anonymous[1]
     finally:
@@ -194,7 +199,7 @@ def test_10000_fuzzed_questions_each_get_exactly_one_reply(daemon: Daemon, mosqu
         assert sent >= 10_000
         requester.ask("edge_agent/ask1/ask", b'{"question": "still there?"}', b"last")
         requester.wait(lambda: b"last" in requester.replies)
-        assert requester.replies[b"last"][0]["error"] == "no model loaded"
+        assert no_model(requester.replies[b"last"][0]["error"])
         counts = Counter(len(replies) for replies in requester.replies.values())
         assert counts == {1: sent + 1}  # exactly one reply per request, none lost, none doubled
         assert daemon.alive

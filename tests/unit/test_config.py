@@ -284,3 +284,28 @@ def test_relative_camera_files_are_taken_from_the_config_directory(write_config:
         "/dev/video0",
         0,
     ]
+
+
+def test_tool_parameters_the_call_grammar_cannot_express_and_a_second_voice_task(
+    write_config: WriteConfig, model_dir: Path
+) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        microphone: {{device: default}}
+        tasks:
+          - {{kind: voice, name: one}}
+          - {{kind: voice, name: two}}
+        tools:
+          - name: lookup
+            description: Look a city up.
+            parameters: {{type: object, properties: {{city: {{type: string, pattern: "^[A-Z]"}}}}}}
+            action: {{type: time}}
+        """
+    )
+    issues = issues_of(path)
+    assert any(i.startswith("tasks[1].kind: only one voice task") for i in issues)
+    assert any(
+        i.startswith("tools[0].parameters: tool 'lookup': unsupported keyword 'pattern'") and "config.yaml:9" in i
+        for i in issues
+    ), issues

@@ -49,6 +49,8 @@ def test_the_default_node_announces_diagnostics_and_controls(make_config: Callab
         "memory_available",
         "model",
         "degradation",
+        "queue_depth",
+        "decode_speed",
         "spool_depth",
         "spool_dropped",
         "ask",
@@ -59,6 +61,8 @@ def test_the_default_node_announces_diagnostics_and_controls(make_config: Callab
     assert cmps["answer"]["platform"] == "event" and cmps["answer"]["event_types"] == ["answer", "voice_command"]
     assert cmps["analyze"]["platform"] == "button" and cmps["analyze"]["command_topic"] == "edge_agent/node-1/analyze"
     assert cmps["cpu_temperature"]["state_topic"] == "edge_agent/node-1/health"
+    assert cmps["queue_depth"]["value_template"] == "{{ value_json.agent.queue_depth }}"
+    assert cmps["decode_speed"]["unit_of_measurement"] == "tokens/s"
     assert all(c["entity_category"] == "diagnostic" for k, c in cmps.items() if k not in ("ask", "answer", "analyze"))
 
 
