@@ -153,7 +153,6 @@ class AskService:
 
     def _send(self, request: AskRequest, destination: Destination, reply: AskReply) -> None:
         body = {
-            **reply.meta,
             "id": request.id,
             "status": reply.status,
             "answer": reply.answer,
@@ -162,6 +161,7 @@ class AskService:
             "received": round(request.received, 3),
             "elapsed_ms": round((time.time() - request.received) * 1000, 1),
         }
+        body.update({key: value for key, value in reply.meta.items() if key not in body})  # context after the answer
         self.replies += 1
         try:
             if destination.topic is None:  # the event carries its own unique `id`, like every spooled result
