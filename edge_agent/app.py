@@ -12,7 +12,6 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.agent.core import Agent
-from edge_agent.agent.model_host import ModelRefusedError, load_model
 from edge_agent.agent.tool_host import LinkToolHost, serve_tools
 from edge_agent.config import Config
 from edge_agent.health.admission import fallback_location
@@ -21,8 +20,6 @@ from edge_agent.health.probes import Probes
 from edge_agent.health.report import read_health
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.messages import MotionResult, Utterance
-from edge_agent.model.engine import EngineError
-from edge_agent.model.files import ModelFilesError
 from edge_agent.pipeline import Capture
 from edge_agent.reload import Reloader
 from edge_agent.service import Supervisor
@@ -61,11 +58,12 @@ def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:
 class Node:
     """What the node tells the world: state, health and results, over its MQTT link."""
 
-    def __init__(self, config: Config, link: MqttLink, capture: Capture) -> None:
+    def __init__(self, config: Config, link: MqttLink, capture: Capture, probes: Probes | None = None) -> None:
         self.config, self.link, self.capture = config, link, capture
         self.started = time.time()
         self.model_settled = asyncio.Event()
-        self.probes = Probes()
+        self.probes = probes or Probes()
+        self._swap_tried: bool | None = None
         self.ladder = DegradationLadder(
             config.health,
             Limits.from_model_config(config.model),
@@ -76,6 +74,7 @@ class Node:
         self.agent = Agent(
             config, make_toolbox(config, link, capture), link, capture.latest_frame, lambda: self.degradation
         )
+        self.agent.on_model_change = self.publish_state
         capture.on_motion = self.agent.on_motion
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
@@ -108,16 +107,12 @@ class Node:
         }
 
     async def load_model(self, notifier: SystemdNotifier) -> None:
-        """Load the configured model on a thread (admission first); a failure is reported and the node stays up."""
+        """Load the configured model as the queue's first job (questions wait behind it); a failure is reported
+        (`state`, and `error: no model loaded: <why>` to questions) and the node stays up."""
         notifier.status("loading the model")
-        try:
-            self.agent.model = await asyncio.to_thread(load_model, self.config.model, self.config.health)
-            self.agent.model_error = None
-        except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
-            self.agent.model_error = str(exc)
-            log.error("model not loaded: %s", exc)
+        job = self.agent.schedule_model_load([(self.config.model, self.config.health, False)], "loading")
+        await asyncio.wait({job.future})
         self.model_settled.set()
-        self.publish_state()
 
     def publish_state(self) -> None:
         """Publish the retained `state`."""
@@ -149,6 +144,23 @@ class Node:
                 "degradation: level %d %s (%s)", self.degradation.level, self.degradation.name, self.degradation.reason
             )
             self.publish_state()
+        self.follow_ladder_with_model()
+
+    def follow_ladder_with_model(self) -> None:
+        """From level 4 on run the fallback model (E4B -> E2B), below it the primary; the MQTT link stays up."""
+        model, agent = self.agent.model, self.agent
+        if model is None or agent.model_pending or model.admitted_fallback:
+            return
+        want = self.degradation.limits.use_fallback_model
+        if want == model.fallback:
+            self._swap_tried = None
+            return
+        if self._swap_tried == want:  # tried and it did not load: do not reload on every health tick
+            return
+        self._swap_tried = want
+        which = "the fallback model" if want else "the primary model"
+        choices = [(self.config.model, self.config.health, want), (self.config.model, self.config.health, not want)]
+        agent.schedule_model_load(choices, f"degradation level {int(self.degradation.level)}: loading {which}")
 
     async def report_health(self) -> None:
         """Publish the retained `health` JSON every health.interval_s, and walk the degradation ladder."""
@@ -208,6 +220,7 @@ async def run(
     stop: asyncio.Event | None = None,
     ask_handler: AskHandler | None = None,
     config_path: Path | None = None,
+    probes: Probes | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads `config_path`; returns the exit code."""
     stop, reload = stop or asyncio.Event(), asyncio.Event()
@@ -220,7 +233,7 @@ async def run(
         log.error("%s", exc)
         return 1
     capture = Capture(config)
-    node = Node(config, link, capture)
+    node = Node(config, link, capture, probes)
     notifier = SystemdNotifier()
     watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
     capture.on_progress = watchdog.progress

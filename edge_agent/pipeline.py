@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Generic, TypeVar
 
 from edge_agent.config import CameraConfig, Config
 from edge_agent.gating.motion import MotionDetector
@@ -18,7 +19,35 @@ from edge_agent.sources.audio import open_microphone
 from edge_agent.sources.camera import Camera, CameraStatus, LatestFrame
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _AUDIO_QUEUE_CHUNKS = 320  # ~10 s of 32 ms chunks between the capture thread and the voice gate
+
+
+class Handoff(Generic[T]):
+    """Items from a thread to the loop with at most one pending wake-up: a source that runs faster than the loop
+    batches up instead of filling the loop's wake-up pipe (which would also swallow SIGTERM)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None], limit: int) -> None:
+        self._loop, self._deliver, self._limit = loop, deliver, limit
+        self._lock = threading.Lock()
+        self._items: list[T] = []
+        self.dropped = 0  # oldest items dropped while the loop was too slow to take them
+
+    def put(self, item: T) -> None:
+        """Hand over one item (from any thread)."""
+        with self._lock:
+            if len(self._items) >= self._limit:
+                del self._items[0]
+                self.dropped += 1
+            self._items.append(item)
+            wake = len(self._items) == 1
+        if wake:
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        self._deliver(items)
 
 
 @dataclass
@@ -62,18 +91,18 @@ class Capture:
         queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(_AUDIO_QUEUE_CHUNKS)
         self.voice_gate = VoiceGate(self.config.microphone.vad, make_scorer(self.config.microphone.vad))
 
-        def enqueue(chunk: AudioChunk | None) -> None:  # runs on the loop
-            if queue.full():
-                queue.get_nowait()
-                self.audio_dropped += 1
-            queue.put_nowait(chunk)
+        def enqueue(chunks: list[AudioChunk | None]) -> None:  # runs on the loop
+            for chunk in chunks:
+                if queue.full():
+                    queue.get_nowait()
+                    self.audio_dropped += 1
+                queue.put_nowait(chunk)
 
-        def hand_over(chunk: AudioChunk) -> None:  # runs on the capture thread
-            loop.call_soon_threadsafe(enqueue, chunk)
+        handoff = Handoff(loop, enqueue, _AUDIO_QUEUE_CHUNKS)
 
         def capture() -> None:  # runs on its own thread
-            microphone.run(hand_over, self.stop_threads)
-            loop.call_soon_threadsafe(enqueue, None)  # the source ended (a file that does not loop)
+            microphone.run(handoff.put, self.stop_threads)
+            handoff.put(None)  # the source ended (a file that does not loop)
 
         supervisor.start("microphone", partial(asyncio.to_thread, capture))
         supervisor.start("voice-gate", partial(self._voice, queue))

@@ -7,13 +7,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edge_agent.agent.model_host import ModelRefusedError, load_model
-from edge_agent.agent.scheduler import Job, JobContext, Priority
 from edge_agent.config import Config, ConfigError, load_config
-from edge_agent.model.engine import EngineError
-from edge_agent.model.files import ModelFilesError
 from edge_agent.tools import Toolbox
 
 if TYPE_CHECKING:
@@ -80,22 +76,9 @@ class Reloader:
         return True
 
     def _reload_model(self, new: Config, old: Config) -> None:
-        """Swap models between two inferences: the job runs when the model is free."""
-
-        async def swap(_ctx: JobContext) -> Any:
-            agent = self.node.agent
-            agent.model, agent.model_error = None, "reloading"  # free the old sessions before loading the new ones
-            for settings in (new, old):
-                try:
-                    agent.model = await asyncio.to_thread(load_model, settings.model, settings.health)
-                    agent.model_error = None
-                    break
-                except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
-                    agent.model_error = str(exc)
-                    log.error("reload: model %s not loaded: %s", settings.model.path, exc)
-            self.node.publish_state()
-
-        self.node.agent.scheduler.submit(Job("model-reload", Priority.INTERACTIVE, swap))
+        """Swap models between two inferences (back to the old settings if the new ones do not load)."""
+        choices = [(new.model, new.health, False), (old.model, old.health, False)]
+        self.node.agent.schedule_model_load(choices, "reloading: its settings changed")
 
 
 def _model_note(old: Config, new: Config) -> str:

@@ -10,17 +10,20 @@ from functools import partial
 from typing import Any, Protocol
 
 from edge_agent.agent.converse import converse
-from edge_agent.agent.model_host import LoadedModel
+from edge_agent.agent.model_host import LoadedModel, ModelRefusedError, load_model
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority, Scheduler
 from edge_agent.agent.voice import handle_utterance, voice_payload
 from edge_agent.agent.watch import InvalidAnswerError, Trigger, answer_watch, result_payload
-from edge_agent.config import Config, VoiceTaskConfig, WatchTaskConfig
+from edge_agent.config import Config, HealthConfig, ModelConfig, VoiceTaskConfig, WatchTaskConfig
 from edge_agent.health.degrade import DegradationState
 from edge_agent.messages import AskReply, AskRequest, Frame, MotionResult, Utterance
 from edge_agent.model.answer import Question
+from edge_agent.model.engine import EngineError
+from edge_agent.model.files import ModelFilesError
 from edge_agent.tools import Toolbox
 
 log = logging.getLogger(__name__)
+ModelChoice = tuple[ModelConfig, HealthConfig, bool]  # model section, health section, use the fallback
 ASK_SYSTEM = "You are the assistant of a home, running on a small local computer. Answer briefly."
 
 
@@ -58,11 +61,38 @@ class Agent:
         self.answers = 0
         self.invalid = 0
         self.decode_tokens_per_s = 0.0  # of the last generation
+        self.model_pending = True  # a model (re)load is queued or running (the app loads one at start)
+        self.on_model_change: Callable[[], None] = lambda: None
 
     def reconfigure(self, config: Config, toolbox: Toolbox) -> None:
         """New tasks and tools (SIGHUP); the model and the queue stay."""
         self.config, self.toolbox = config, toolbox
         self.scheduler.size = config.agent.queue_size
+
+    def schedule_model_load(self, choices: list[ModelChoice], why: str) -> Job:
+        """Replace the model between two inferences: free the old sessions, load the first choice that loads."""
+
+        async def swap(_ctx: JobContext) -> None:
+            self.model, self.model_error = None, "reloading"
+            for model, health, use_fallback in choices:
+                try:
+                    self.model = await asyncio.to_thread(load_model, model, health, use_fallback)
+                    self.model_error = None
+                    break
+                except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
+                    self.model_error = str(exc)
+                    log.error("model %s not loaded: %s", model.path, exc)
+
+        async def run(ctx: JobContext) -> None:
+            try:
+                await swap(ctx)
+            finally:
+                self.model_pending = False
+                self.on_model_change()
+
+        log.info("model: %s", why)
+        self.model_pending = True
+        return self.scheduler.submit(Job("model-load", Priority.INTERACTIVE, run))
 
     def stats(self) -> dict[str, Any]:
         """Queue and answer counters for the `health` JSON."""
@@ -168,14 +198,15 @@ class Agent:
 
     async def ask(self, request: AskRequest) -> AskReply:
         """The ask service's handler: queue the question, wait for the model, reply with context."""
-        if self.model is None:
+        if self.model is None and not self.model_pending:
             return AskReply("error", error=f"no model loaded: {self.model_error}")
         if self.degradation().limits.all_paused:
             return AskReply("busy", error=f"paused: {self.degradation().reason}")
         if request.question is None:  # the Analyze button: every standing question now
             jobs = [self.trigger_watch(task, "button", force=True) for task in self.watch_tasks]
             started = [job.name for job in jobs if job is not None and not job.future.done()]
-            return AskReply("ok", answer=f"analysing: {', '.join(started) or 'no watch tasks'}", model=self.model.label)
+            label = self.model.label if self.model is not None else None
+            return AskReply("ok", answer=f"analysing: {', '.join(started) or 'no watch tasks'}", model=label)
         if request.camera is not None and request.camera not in {c.name for c in self.config.cameras}:
             return AskReply("error", error=f"no camera named {request.camera!r}")
         job = self.scheduler.submit(
@@ -241,7 +272,7 @@ class Agent:
     def on_utterance(self, utterance: Utterance) -> Job | None:
         """An utterance from the voice gate: queue it for the voice task."""
         task = next((t for t in self.config.tasks if isinstance(t, VoiceTaskConfig)), None)
-        if task is None or self.model is None or self.degradation().limits.all_paused:
+        if task is None or (self.model is None and not self.model_pending) or self.degradation().limits.all_paused:
             return None
         job = Job(
             f"voice:{task.name}",

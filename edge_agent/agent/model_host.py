@@ -34,6 +34,8 @@ class LoadedModel:
     constraints: ConstraintFactory
     admission: Admission
     load_s: float
+    fallback: bool = False  # the configured fallback model is the one loaded
+    admitted_fallback: bool = False  # ... because the primary did not fit at all (no point swapping back)
 
     @property
     def label(self) -> str:
@@ -53,8 +55,9 @@ class LoadedModel:
         return min(self.config.max_context, self.files.info.max_position_embeddings)
 
 
-def load_model(model: ModelConfig, health: HealthConfig) -> LoadedModel:
-    """Admission, then the sessions of the chosen model (checksums verified); ModelRefusedError when nothing fits."""
+def load_model(model: ModelConfig, health: HealthConfig, use_fallback: bool = False) -> LoadedModel:
+    """Admission, then the sessions of the chosen model (checksums verified); ModelRefusedError when nothing fits.
+    `use_fallback` loads the configured fallback (degradation level 4) even when the primary would fit."""
     started = time.monotonic()
     available_mb = psutil.virtual_memory().available / 2**20
     admission = admit(model, health, available_mb)
@@ -62,8 +65,9 @@ def load_model(model: ModelConfig, health: HealthConfig) -> LoadedModel:
     if admission.decision == "refuse":
         raise ModelRefusedError(admission.reason)
     root, variant = model.path, str(model.variant)
-    if admission.decision == "fallback":
-        location = fallback_location(model)
+    location = fallback_location(model)
+    fallback = location is not None and (admission.decision == "fallback" or use_fallback)
+    if fallback:
         assert location is not None
         root, variant = location
     files = locate_model(root, variant, verify=True)
@@ -72,7 +76,15 @@ def load_model(model: ModelConfig, health: HealthConfig) -> LoadedModel:
     tokenizer = Tokenizer(files.root)
     constraints = ConstraintFactory(tokenizer, files.tokenizer_json, files.info.vocab_size)
     loaded = LoadedModel(
-        model, files, Answerer(engine, tokenizer), tokenizer, constraints, admission, time.monotonic() - started
+        model,
+        files,
+        Answerer(engine, tokenizer),
+        tokenizer,
+        constraints,
+        admission,
+        time.monotonic() - started,
+        fallback=fallback,
+        admitted_fallback=admission.decision == "fallback",
     )
     log.info("model loaded: %s in %.1f s (providers %s)", loaded.label, loaded.load_s, ", ".join(engine.providers))
     return loaded
