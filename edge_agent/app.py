@@ -237,6 +237,7 @@ async def run(
     notifier = SystemdNotifier()
     watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
     capture.on_progress = watchdog.progress
+    node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
     questions = serve_questions(link, config, ask_handler or node.agent.ask)
     serve_tools(link, lambda: node.agent.toolbox)
     if config.microphone is not None and config.microphone.vad.mode == "triggered":

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -72,6 +73,8 @@ class Scheduler:
         self._cancel: threading.Event | None = None
         self.completed = 0
         self.refused: dict[str, int] = {}
+        # wraps each running job: the systemd watchdog counts a job that never ends as a stalled stage
+        self.busy: Callable[[str], AbstractContextManager[object]] = lambda _name: nullcontext()
 
     @property
     def depth(self) -> int:
@@ -121,7 +124,8 @@ class Scheduler:
                 continue
             self.current, self._cancel = job, threading.Event()
             try:
-                result = await job.run(JobContext(self._cancel, job.deadline))
+                with self.busy(job.name):
+                    result = await job.run(JobContext(self._cancel, job.deadline))
             except JobRefusedError as exc:
                 self._drop(job, exc.status, str(exc))
             except Exception as exc:
