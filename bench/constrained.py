@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import version
@@ -189,7 +190,7 @@ def apply_costs(vocab: int, repeats: int) -> None:
         return out
 
     def flatnonzero(ok: np.ndarray) -> np.ndarray:
-        """The project's generate._masked: -inf everywhere, the allowed ids copied back."""
+        """-inf everywhere, the allowed ids copied back."""
         out = np.full(logits.shape, -np.inf, dtype=logits.dtype)
         keep = np.flatnonzero(ok)
         out[keep] = logits[keep]
@@ -199,8 +200,15 @@ def apply_costs(vocab: int, repeats: int) -> None:
         ("bitmask -> bool (np.unpackbits)", unpack),
         ("np.where(ok, logits, -inf)", lambda bm: np.where(unpack(bm), logits, np.float32(-np.inf))),
         ("copy, out[~ok] = -inf", lambda bm: boolean_index(unpack(bm))),
-        ("np.flatnonzero copy (generate._masked)", lambda bm: flatnonzero(unpack(bm))),
+        ("np.flatnonzero copy", lambda bm: flatnonzero(unpack(bm))),
     ]
+    try:  # the project's own choice between the two, by how many ids the mask allows
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from edge_agent.model.generate import _masked
+
+        ways.append(("edge-agent generate._masked", lambda bm: _masked(logits, unpack(bm))))
+    except ImportError as exc:
+        print(f"(edge_agent not importable here: {exc})")
     print(f"\napplying a mask to float32 logits[{vocab}] with numpy (median of {repeats}, incl. unpacking):")
     for label, way in ways:
         row = []

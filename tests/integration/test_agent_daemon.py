@@ -156,6 +156,7 @@ def test_a_flood_of_asks_gets_one_reply_each_busy_beyond_the_queue_and_flat_memo
         assert len(statuses) == 300, "exactly one reply per ask"
         assert statuses.count("busy") > 0 and statuses.count("ok") > 0
         assert set(statuses) <= {"ok", "busy"}
+        print(f"RSS after each round of 100 asks: {[round(r, 1) for r in rss]} MB; busy {statuses.count('busy')}/300")
         assert rss[2] - rss[1] < 25, f"memory grew under load: {rss} MB"
     finally:
         assert daemon.stop() == 0
