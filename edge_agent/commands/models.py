@@ -1,0 +1,136 @@
+"""`edge-agent models list|pull|verify|remove|manifest`: the model files on this node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge_agent.model.files import ModelFilesError, write_manifest
+from edge_agent.model.pull import open_source, pull
+from edge_agent.model.store import list_models, read_manifest, remove_model, verify_all
+
+EXIT_FAILED = 1
+DEFAULT_DIR = Path("/var/lib/edge-agent/models")
+
+
+def models_dir(args: argparse.Namespace) -> Path:
+    """--dir, else $EDGE_AGENT_MODELS_DIR, else /var/lib/edge-agent/models (the unit's StateDirectory)."""
+    return Path(args.dir or os.environ.get("EDGE_AGENT_MODELS_DIR") or DEFAULT_DIR)
+
+
+class ProgressPrinter:
+    """A progress line per file on stderr: rewritten in place on a terminal, every 10 % otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.shown: dict[str, int] = {}
+
+    def __call__(self, path: str, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if self.tty:
+            end = "\n" if done >= total else ""
+            print(f"\r{path}: {percent:3d}% {done / 2**20:.1f}/{total / 2**20:.1f} MB", end=end, file=sys.stderr)
+        elif percent // 10 > self.shown.get(path, -1):
+            self.shown[path] = percent // 10
+            print(f"{path}: {percent}% of {total / 2**20:.1f} MB", file=sys.stderr, flush=True)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """List the models under the models directory."""
+    found = list_models(models_dir(args))
+    if args.json:
+        rows = [
+            {"name": m.name, "path": str(m.path), "size_bytes": m.size_bytes, "manifest": m.has_manifest} for m in found
+        ]
+        print(json.dumps(rows))
+        return 0
+    if not found:
+        print(f"no models in {models_dir(args)}")
+    for model in found:
+        note = "" if model.has_manifest else "  (no manifest: cannot be verified)"
+        label = "  (kept from before the last pull)" if model.previous else ""
+        print(f"{model.name:<32} {model.size_bytes / 2**20:10.1f} MB {model.files:4d} files{note}{label}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """Download, verify, switch."""
+    try:
+        result = pull(open_source(args.source), models_dir(args), args.name, ProgressPrinter())
+    except (ModelFilesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    resumed = f", {result.resumed_bytes / 2**20:.1f} MB resumed" if result.resumed_bytes else ""
+    kept = f"; the model it replaced is kept as {result.previous}" if result.previous else ""
+    print(f"pulled {result.path} ({result.downloaded_bytes / 2**20:.1f} MB downloaded{resumed}), verified{kept}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Check every file against the manifest."""
+    target = Path(args.model)
+    path = target if target.is_dir() else models_dir(args) / args.model
+    try:
+        problems = verify_all(path)
+    except ModelFilesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for problem in problems:
+        print(f"{path / problem.path}: {problem.problem}")
+    print(f"{path}: {'ok' if not problems else f'{len(problems)} file(s) do not match the manifest'}")
+    return EXIT_FAILED if problems else 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    """Delete a model directory (never the one the config uses)."""
+    in_use = None
+    if args.config is not None:
+        from edge_agent.commands.common import load_or_report
+
+        config = load_or_report(args.config)
+        if config is None:
+            return EXIT_FAILED
+        in_use = config.model.path
+    try:
+        removed = remove_model(models_dir(args), args.name, in_use)
+    except ModelFilesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"removed {removed}")
+    return 0
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    """Write manifest.json for a directory (to serve it from a mirror or a USB stick)."""
+    path = write_manifest(Path(args.directory), args.name)
+    manifest = read_manifest(Path(args.directory))
+    print(f"wrote {path}: {len(manifest.files)} files, {manifest.total_bytes / 2**20:.1f} MB")
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `models` verb and its sub-commands."""
+    parser = verbs.add_parser("models", help="list, pull, verify and remove model files")
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    def action(name: str, help_text: str, handler: object) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text)
+        sub.add_argument("--dir", help=f"models directory (default $EDGE_AGENT_MODELS_DIR or {DEFAULT_DIR})")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    action("list", "the models on this node", run_list).add_argument("--json", action="store_true")
+    pull_parser = action("pull", "download a model (resumes), verify it, switch to it", run_pull)
+    pull_parser.add_argument("source", help="an http(s):// mirror URL or a directory holding manifest.json")
+    pull_parser.add_argument("--name", help="directory name under the models directory (default: the manifest's)")
+    action("verify", "check every file's size and sha256", run_verify).add_argument("model", help="name or path")
+    remove_parser = action("remove", "delete a model directory", run_remove)
+    remove_parser.add_argument("name", help="e.g. gemma-4-e2b or gemma-4-e2b.previous")
+    remove_parser.add_argument("-c", "--config", type=Path, help="refuse to remove this config's model.path")
+    manifest_parser = actions.add_parser("manifest", help="write manifest.json for a model directory")
+    manifest_parser.add_argument("directory")
+    manifest_parser.add_argument("--name", help="name recorded in the manifest (default: the directory's)")
+    manifest_parser.set_defaults(handler=run_manifest)

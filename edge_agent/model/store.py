@@ -1,0 +1,148 @@
+"""Model directories on disk: manifests (files, sizes, sha256), full verification, listing and removal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from edge_agent.model.files import MANIFEST_NAME, ModelFilesError, sha256_file
+
+PREVIOUS_SUFFIX = ".previous"  # the model a pull replaced, kept until the next pull or `models remove --previous`
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One file of a model: its path inside the model directory, size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a model directory must hold."""
+
+    name: str
+    files: tuple[ManifestFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of every file together."""
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> str:
+        """As manifest.json."""
+        files = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        return json.dumps({"name": self.name, "files": files}, indent=1) + "\n"
+
+
+def _safe_path(text: object, where: str) -> str:
+    """A relative path that stays inside the model directory (a manifest from a mirror is not trusted)."""
+    if not isinstance(text, str) or not text:
+        raise ModelFilesError(f"{where}: 'path' must be a non-empty string")
+    path = PurePosixPath(text)
+    if path.is_absolute() or ".." in path.parts or "\\" in text or path.name == MANIFEST_NAME:
+        raise ModelFilesError(f"{where}: unsafe path {text!r}")
+    return str(path)
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """A manifest from JSON text; ModelFilesError naming `where` and the entry when it is malformed."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ModelFilesError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise ModelFilesError(f"{where}: needs an object with a 'files' list")
+    files = []
+    for index, entry in enumerate(data["files"]):
+        at = f"{where}: files[{index}]"
+        if not isinstance(entry, dict):
+            raise ModelFilesError(f"{at}: must be an object")
+        size, digest = entry.get("size"), entry.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ModelFilesError(f"{at}: 'size' must be a whole number of bytes")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ModelFilesError(f"{at}: 'sha256' must be 64 lower-case hex digits")
+        files.append(ManifestFile(_safe_path(entry.get("path"), at), size, digest))
+    if len({f.path for f in files}) != len(files):
+        raise ModelFilesError(f"{where}: a file is listed twice")
+    name = data.get("name")
+    return Manifest(name if isinstance(name, str) and name else Path(where).parent.name, tuple(files))
+
+
+def read_manifest(model_dir: Path) -> Manifest:
+    """The manifest.json of a model directory."""
+    path = model_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelFilesError(f"{path}: missing (a model without a manifest cannot be verified)")
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file that does not match its manifest entry."""
+
+    path: str
+    problem: str
+
+
+def verify_all(
+    model_dir: Path, manifest: Manifest | None = None, on_file: Callable[[str], None] | None = None
+) -> list[FileProblem]:
+    """Every file checked for presence, size and sha256; the problems found (empty when all is well)."""
+    manifest = manifest or read_manifest(model_dir)
+    problems = []
+    for entry in manifest.files:
+        if on_file is not None:
+            on_file(entry.path)
+        path = model_dir / entry.path
+        if not path.is_file():
+            problems.append(FileProblem(entry.path, "missing"))
+        elif (size := path.stat().st_size) != entry.size:
+            problems.append(FileProblem(entry.path, f"{size} bytes, the manifest says {entry.size}"))
+        elif sha256_file(path) != entry.sha256:
+            problems.append(FileProblem(entry.path, "sha256 does not match (corrupted)"))
+    return problems
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model directory found in the models directory."""
+
+    name: str
+    path: Path
+    size_bytes: int
+    files: int
+    has_manifest: bool
+    previous: bool
+
+
+def list_models(models_dir: Path) -> list[StoredModel]:
+    """The model directories (those with a config.json or a manifest) under `models_dir`, by name."""
+    found = []
+    for path in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        has_manifest = (path / MANIFEST_NAME).is_file()
+        if not has_manifest and not (path / "config.json").is_file():
+            continue
+        sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()]
+        previous = path.name.endswith(PREVIOUS_SUFFIX)
+        found.append(StoredModel(path.name, path, sum(sizes), len(sizes), has_manifest, previous))
+    return found
+
+
+def remove_model(models_dir: Path, name: str, in_use: Path | None = None) -> Path:
+    """Delete a model directory by name; refuses a path outside `models_dir` and the model in use."""
+    target = (models_dir / name).resolve()
+    if target.parent != models_dir.resolve() or not target.is_dir():
+        raise ModelFilesError(f"no model named {name!r} in {models_dir}")
+    if in_use is not None and target == in_use.resolve():
+        raise ModelFilesError(f"{target} is the configured model.path: point the config elsewhere first")
+    shutil.rmtree(target)
+    return target
