@@ -63,9 +63,16 @@ def test_config_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_unknown_verb_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["models"])  # added with the fleet tooling, not before
+        main(["deploy"])  # no such verb
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_models_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["models"])
+    assert info.value.code == 2
+    assert "list,pull,verify,remove,manifest" in capsys.readouterr().err
 
 
 def test_run_with_a_bad_config_exits_2_without_traceback(write_config: Callable[[str], Path]) -> None:
