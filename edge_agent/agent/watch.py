@@ -93,7 +93,7 @@ async def answer_watch(
         image_budget=image_budget,
         thinking=task.thinking,
     )
-    constraint = model.constraints.json_answer(task.answer)
+    constraint = model.constraints.json_answer(task.answer, after_thought=task.thinking)
     answer = await generate_answer(model, question, ctx, max_new_tokens, constraint)
     text = answer.text
     if task.thinking:

@@ -59,15 +59,20 @@ class _Matcher:
 class JsonConstraint:
     """JSON valid against a schema, then the end-of-turn token; finished once that token is consumed."""
 
-    def __init__(self, matcher: _Matcher, end_id: int) -> None:
+    def __init__(self, matcher: _Matcher, end_id: int, thought_end_id: int | None = None) -> None:
         self._matcher, self._end_id, self._done = matcher, end_id, False
+        self._thinking = thought_end_id is not None  # free text until the thought channel closes
+        self._thought_end_id = thought_end_id
 
     def allowed(self) -> np.ndarray | None:
         """Tokens that keep the output a prefix of a valid document (end of turn once it is complete)."""
-        return self._matcher.mask()
+        return None if self._thinking else self._matcher.mask()
 
     def advance(self, token_id: int) -> None:
         """Consume the picked token; ConstraintError when the grammar rejects it."""
+        if self._thinking:
+            self._thinking = token_id != self._thought_end_id
+            return
         self._matcher.consume(token_id)
         self._done = token_id == self._end_id
 
@@ -123,6 +128,7 @@ class ConstraintFactory:
         self.tool_call_start_id = tokenizer.token_id(TOOL_CALL_START)
         self.tool_call_end_id = tokenizer.token_id(TOOL_CALL_END)
         self.quote_id = tokenizer.token_id(QUOTE)
+        self.thought_end_id = tokenizer.token_id(GEMMA4.channel_end)
         try:
             self.llg_tokenizer = llguidance.LLTokenizer(
                 tokenizer_json.read_text(encoding="utf-8"), n_vocab=vocab_size, eos_token=self.end_of_turn_id
@@ -147,15 +153,17 @@ class ConstraintFactory:
         self._compiled.move_to_end(grammar)
         return _Matcher(self, template.deep_copy())
 
-    def json_answer(self, schema: Mapping[str, Any]) -> JsonConstraint:
-        """Compact JSON valid against `schema`, followed by `<turn|>`; ValueError for a schema llguidance refuses."""
+    def json_answer(self, schema: Mapping[str, Any], after_thought: bool = False) -> JsonConstraint:
+        """Compact JSON valid against `schema`, followed by `<turn|>`; ValueError for a schema llguidance refuses.
+        `after_thought`: the model thinks freely first, the JSON starts after `<channel|>` (thinking mode)."""
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(
                 json.dumps(schema), overrides={"whitespace_flexible": False}
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not a usable JSON schema: {exc}") from None
-        return JsonConstraint(self.matcher(grammar, "the JSON schema"), self.end_of_turn_id)
+        thought_end = self.thought_end_id if after_thought else None
+        return JsonConstraint(self.matcher(grammar, "the JSON schema"), self.end_of_turn_id, thought_end)
 
     def tool_calls(self, tools: Sequence[ToolSpec], required: bool = False) -> ToolCallConstraint:
         """Free text whose tool calls name a declared tool with valid arguments (`required`: begin with one);

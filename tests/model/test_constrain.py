@@ -129,6 +129,20 @@ def test_the_json_constraint_ends_with_the_end_of_turn_token(factory: Constraint
     assert constraint.finished()
 
 
+def test_in_thinking_mode_the_json_starts_after_the_thought_channel(factory: ConstraintFactory) -> None:
+    constraint = factory.json_answer({"type": "boolean"}, after_thought=True)
+    for token in TOKENIZER.encode("<|channel>thought\nthe door looks open, so: maybe"):
+        assert constraint.allowed() is None  # any token while thinking
+        constraint.advance(token)
+    constraint.advance(TOKENIZER.token_id("<channel|>"))
+    mask = constraint.allowed()
+    assert mask is not None and not mask[TOKENIZER.encode("x")[0]]
+    for token in TOKENIZER.encode("false"):
+        constraint.advance(token)
+    constraint.advance(TURN_END)
+    assert constraint.finished()
+
+
 def test_a_token_the_grammar_rejects_raises(factory: ConstraintFactory) -> None:
     constraint = factory.json_answer({"type": "integer"})
     with pytest.raises(ConstraintError, match="rejects token"):
