@@ -112,9 +112,6 @@ class Agent:
         """The configured standing questions."""
         return [task for task in self.config.tasks if isinstance(task, WatchTaskConfig)]
 
-    def _level(self) -> int:
-        return int(self.degradation().level)
-
     # --- watch -------------------------------------------------------------------------------------------------
 
     def on_motion(self, result: MotionResult) -> None:
