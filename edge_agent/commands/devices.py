@@ -1,4 +1,4 @@
-"""`edge-agent devices`: list cameras and audio inputs, grab a test frame or record a test clip."""
+"""`edge-agent devices`: list cameras and audio inputs, grab a frame, record a clip, or print udev rules."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ import numpy as np
 from edge_agent.config import CameraConfig, MicrophoneConfig
 from edge_agent.messages import AudioChunk
 from edge_agent.sources.audio import RATE, SoundDeviceMicrophone
-from edge_agent.sources.discovery import list_audio_inputs, list_video_nodes
+from edge_agent.sources.discovery import (
+    UdevRule,
+    all_udev_rules,
+    camera_udev_rule,
+    list_audio_inputs,
+    list_video_nodes,
+    sound_udev_rule,
+)
 from edge_agent.sources.frame_sources import SourceError, open_frame_source
 
 
@@ -90,9 +97,28 @@ def record(device: str | None, seconds: float, out: Path, sample_rate: int) -> i
     return len(samples)
 
 
+def udev_rules(device: str | None, name: str | None = None, sys_root: Path = Path("/sys")) -> list[UdevRule]:
+    """Rules for one device (a V4L2 node, or else an ALSA card or PCM), or for every USB camera and capture card."""
+    if device is None:
+        rules = all_udev_rules(sys_root)
+        if not rules:
+            raise SourceError(f"no USB camera or USB capture card under {sys_root}")
+        return rules
+    text = Path(device).resolve().name if device.startswith("/") else device
+    if text.startswith("video") or (device.startswith("/") and not text.startswith(("pcm", "control"))):
+        return [camera_udev_rule(device, name or "cam0", sys_root)]
+    return [sound_udev_rule(device, name or "mic0", sys_root)]
+
+
 def devices(args: argparse.Namespace) -> int:
     """List devices, or run one of the checks."""
     try:
+        if args.udev is not None:
+            rules = udev_rules(args.udev or None, args.name)
+            print("# edge-agent: stable device names; install as /etc/udev/rules.d/99-edge-agent.rules, then")
+            print("# `udevadm control --reload && udevadm trigger`")
+            print("\n".join(rule.text() for rule in rules))
+            return 0
         if args.grab:
             width, height = grab_frame(args.grab, args.output or Path("frame.jpg"))
             print(f"saved a {width}x{height} frame from {args.grab} to {args.output or 'frame.jpg'}")
@@ -121,6 +147,15 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--record", metavar="DEVICE", nargs="?", const="", help="record audio (default device when none is given)"
     )
+    parser.add_argument(
+        "--udev",
+        metavar="DEVICE",
+        nargs="?",
+        const="",
+        help="print udev rules with stable /dev/edge-agent/ names for a camera (/dev/videoN) or ALSA card "
+        "(/dev/snd/..., hw:N, card id); every USB camera and capture card when none is given",
+    )
+    parser.add_argument("--name", help="symlink name for --udev DEVICE (default cam0 or mic0)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of --record (default 2)")
     parser.add_argument("--rate", type=int, default=48000, help="capture rate of --record (default 48000)")
     parser.add_argument("-o", "--output", type=Path, help="file for --grab (frame.jpg) or --record (audio.wav)")
