@@ -194,6 +194,20 @@ def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskS
     return service
 
 
+def subscribe_inputs(node: Node, config_path: Path | None) -> Reloader:
+    """Tools' topics, the listen trigger and Home Assistant discovery; the reloader that redoes what changes."""
+    link, config, capture = node.link, node.config, node.capture
+    subscribe_tools = partial(serve_tools, link, lambda: node.agent.toolbox)
+    subscribe_tools()
+    if config.microphone is not None and config.microphone.vad.mode == "triggered":
+        link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
+    announcer = Announcer(config, link) if config.mqtt.discovery else None
+    if announcer is not None:
+        announcer.attach()
+    toolbox = partial(make_toolbox, link=link, capture=capture)
+    return Reloader(config, config_path, node, announcer, toolbox=toolbox, subscribe_tools=subscribe_tools)
+
+
 async def announce_ready(node: Node, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
     """Tell systemd READY=1 once the broker is connected and the model load has settled (loaded or refused)."""
     notifier.status("waiting for the MQTT broker")
@@ -239,13 +253,7 @@ async def run(
     capture.on_progress = watchdog.progress
     node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
     questions = serve_questions(link, config, ask_handler or node.agent.ask)
-    serve_tools(link, lambda: node.agent.toolbox)
-    if config.microphone is not None and config.microphone.vad.mode == "triggered":
-        link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
-    announcer = Announcer(config, link) if config.mqtt.discovery else None
-    if announcer is not None:
-        announcer.attach()
-    reloader = Reloader(config, config_path, node, announcer, partial(make_toolbox, link=link, capture=capture))
+    reloader = subscribe_inputs(node, config_path)
     try:
         link.start()
         supervisor.start("ask", questions.serve)

@@ -36,9 +36,12 @@ class Reloader:
         path: Path | None,
         node: Node,
         announcer: Announcer | None,
+        *,
         toolbox: Callable[[Config], Toolbox],
+        subscribe_tools: Callable[[], None] = lambda: None,
     ) -> None:
         self.config, self.path, self.node, self.announcer, self.toolbox = config, path, node, announcer, toolbox
+        self.subscribe_tools = subscribe_tools  # the new toolbox's mqtt_read topics (retained values come again)
         self.reloads = 0
 
     async def serve(self, requested: asyncio.Event) -> None:
@@ -65,6 +68,7 @@ class Reloader:
         old, self.config = self.config, new
         self.node.config = new
         self.node.agent.reconfigure(new, self.toolbox(new))
+        self.subscribe_tools()
         if self.announcer is not None:
             self.announcer.config = new
             self.announcer.announce()
