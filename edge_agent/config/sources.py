@@ -119,6 +119,13 @@ class VadConfig(Section):
     energy_threshold_db: float = Field(
         default=-35.0, ge=-90, le=0, description="'energy' engine: loudness (dBFS) at which a chunk counts as speech."
     )
+    silence_floor_db: float = Field(
+        default=-70.0,
+        ge=-120,
+        le=-20,
+        description="Chunks quieter than this (dBFS) count as silence without being scored: a muted microphone "
+        "or a silent room then costs next to no CPU.",
+    )
     min_speech_ms: int = Field(default=300, ge=0, le=10000, description="Shorter utterances are dropped.")
     hangover_ms: int = Field(default=600, ge=32, le=10000, description="Silence after speech that ends an utterance.")
     pre_roll_ms: int = Field(default=300, ge=0, le=5000, description="Audio kept from before speech began.")

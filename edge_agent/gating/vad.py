@@ -39,6 +39,12 @@ class SileroScorer:
         return float(self._vad.process_samples(samples.tolist()))
 
 
+def loudness_db(samples: np.ndarray) -> float:
+    """RMS level in dBFS (samples in [-1, 1]); digital silence is -180."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20 * math.log10(max(rms, 1e-9))
+
+
 class EnergyScorer:
     """Loudness against a dBFS threshold: a fallback that cannot tell speech from other noise."""
 
@@ -47,8 +53,7 @@ class EnergyScorer:
 
     def __call__(self, samples: np.ndarray) -> float:
         """1.0 when the chunk is louder than the threshold."""
-        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-        return 1.0 if 20 * math.log10(max(rms, 1e-9)) >= self.threshold_db else 0.0
+        return 1.0 if loudness_db(samples) >= self.threshold_db else 0.0
 
 
 def make_scorer(config: VadConfig) -> SpeechScorer:
@@ -87,7 +92,8 @@ class VoiceGate:
         if not in_speech and self._armed_until is not None and now >= self._armed_until:
             self._pre_roll.append(chunk)
             return None
-        voiced = self.scorer(chunk.samples) >= self.config.threshold
+        audible = loudness_db(chunk.samples) >= self.config.silence_floor_db
+        voiced = audible and self.scorer(chunk.samples) >= self.config.threshold
         end = chunk.start_s + len(chunk.samples) / RATE
         if in_speech and end - self._speech_start > self.config.max_utterance_s:
             cut = self._finish("max_length")

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RATE = 16000
 CHUNK = 512  # 32 ms: the window Silero VAD scores
 _RING_SECONDS = 5.0
+_MAX_AHEAD_S = 0.25  # a device this far ahead of the wall clock has no clock of its own
 
 
 def import_sounddevice() -> ModuleType:
@@ -78,6 +79,19 @@ def find_input_device(sd: ModuleType, wanted: str | int | None) -> int | None:
     raise SourceError(f"no input device matching {wanted!r} (inputs: {names})")
 
 
+class DeviceClock:
+    """How far the audio a device delivered runs ahead of the wall clock since it was opened."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.frames = 0
+        self.opened = time.monotonic()
+
+    def ahead_s(self) -> float:
+        """Seconds of audio delivered beyond the time elapsed (about 0 for a real device)."""
+        return self.frames / self.rate - (time.monotonic() - self.opened)
+
+
 class SoundDeviceMicrophone:
     """Captures through PortAudio; a vanished device is reopened with backoff."""
 
@@ -86,6 +100,7 @@ class SoundDeviceMicrophone:
         self.backoff = backoff or Backoff(initial_s=1.0, maximum_s=30.0, healthy_after_s=30.0)
         self.overflows = 0  # blocks lost because the ring was full or PortAudio overran
         self.state = "starting"
+        self.paced = False  # set once the device was found running faster than real time
 
     def run(self, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
         """Blocking: capture until `stop` is set."""
@@ -107,12 +122,16 @@ class SoundDeviceMicrophone:
             maxlen=int(_RING_SECONDS * self.config.sample_rate / 256)
         )
         ready = threading.Event()
+        clock = DeviceClock(self.config.sample_rate)
 
         def callback(indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
             if status.input_overflow or len(ring) == ring.maxlen:
                 self.overflows += 1
             ring.append(indata.astype(np.float32) / 32768.0)
+            clock.frames += frames
             ready.set()
+            if (ahead := clock.ahead_s()) > _MAX_AHEAD_S:
+                self._pace(ahead)
 
         device = find_input_device(sd, self.config.device)
         rechunker = Rechunker(self.config.sample_rate, emit)
@@ -134,6 +153,13 @@ class SoundDeviceMicrophone:
                     rechunker.feed(ring.popleft())
                 if not stream.active and not stop.is_set():
                     raise SourceError("the input stream stopped")
+
+    def _pace(self, ahead_s: float) -> None:
+        """Hold back a device that runs ahead of real time (ALSA's file plugin, a clockless loopback)."""
+        if not self.paced:
+            log.warning("microphone: the device delivers audio faster than real time; pacing it to real time")
+        self.paced = True
+        time.sleep(ahead_s)  # in PortAudio's thread: a device without a clock cannot overrun, it just waits
 
 
 def read_audio_file(path: Path, sample_rate: int = RATE, channels: int = 1) -> tuple[np.ndarray, int]:

@@ -132,6 +132,7 @@ def test_watch_voice_and_ask_end_to_end(
         subscriber.wait_for(lambda _: subscriber.on(f"{base}/availability")[-1:] == [b"offline"])
     finally:
         daemon.stop()
+        print("\n".join(line for _, line in daemon.lines[-60:]))  # shown when the test fails
         requester.close()
         subscriber.close()
 

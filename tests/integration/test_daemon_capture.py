@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rig.broker import Mosquitto
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,9 +51,10 @@ def test_daemon_sees_motion_and_hears_an_utterance(write_config: Callable[[str],
     assert "Traceback" not in log
 
 
-def test_the_demo_config_runs_with_its_bundled_camera_and_voice(tmp_path: Path) -> None:
+def test_the_demo_config_runs_with_its_bundled_camera_and_voice(tmp_path: Path, mosquitto: Mosquitto) -> None:
     shutil.copytree(REPO / "deploy" / "demo", tmp_path / "demo")  # relative paths resolve from the config's folder
-    env = {**os.environ, "EDGE_AGENT_MODEL_DIR": str(REPO / "models" / "tiny-gemma4")}
+    model = str(REPO / "models" / "tiny-gemma4")
+    env = {**os.environ, "EDGE_AGENT_MODEL_DIR": model, "DEMO_MQTT_PORT": str(mosquitto.port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "-c", str(tmp_path / "demo" / "config.yaml")],
         stderr=subprocess.PIPE,

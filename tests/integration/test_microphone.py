@@ -64,7 +64,7 @@ def test_raw_int16_file_and_a_corrupt_wav(tmp_path: Path) -> None:
 
 
 CAPTURE = """
-import json, sys, threading
+import json, sys, threading, time
 from edge_agent.config import MicrophoneConfig
 from edge_agent.sources.audio import SoundDeviceMicrophone
 chunks, stop = [], threading.Event()
@@ -76,8 +76,10 @@ mic = SoundDeviceMicrophone(MicrophoneConfig(device=sys.argv[1], sample_rate=480
 timer = threading.Timer(30, stop.set)
 timer.daemon = True
 timer.start()
+started = time.monotonic()
 mic.run(emit, stop)
-print(json.dumps({"chunks": chunks, "overflows": mic.overflows}))
+elapsed = time.monotonic() - started
+print(json.dumps({"chunks": chunks, "overflows": mic.overflows, "paced": mic.paced, "elapsed_s": elapsed}))
 """
 
 
@@ -94,6 +96,21 @@ def test_sounddevice_capture_through_alsa_resampled_to_16k(alsa_capture) -> None
     expected = soxr.resample(signal, 48000, 16000)[: len(audio)]
     assert np.max(np.abs(audio[200:-200] - expected[200:-200])) < 2e-2
     assert result["overflows"] == 0
+
+
+def test_a_device_faster_than_real_time_is_paced_without_losing_frames(alsa_capture) -> None:  # type: ignore[no-untyped-def]
+    signal = tone(4.0, 48000, freq=300.0)
+    env = alsa_capture(to_int16(signal))  # ALSA's file plugin has no clock: unpaced it delivers ~1000x real time
+    done = subprocess.run(
+        [sys.executable, "-c", CAPTURE, "default", "110"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["paced"] and "faster than real time" in done.stderr
+    assert result["elapsed_s"] >= 110 * 0.032 - 1.5, "3.5 s of audio took at least 2 s to arrive"
+    audio = np.concatenate([np.asarray(c, np.float32) for c in result["chunks"]])
+    expected = soxr.resample(signal, 48000, 16000)[: len(audio)]
+    assert np.max(np.abs(audio[200:-200] - expected[200:-200])) < 2e-2, "no frame lost or repeated across pauses"
 
 
 def test_an_unknown_device_name_lists_the_inputs(alsa_capture) -> None:  # type: ignore[no-untyped-def]

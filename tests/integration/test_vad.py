@@ -72,3 +72,17 @@ def test_triggered_mode_listens_once_then_times_out(sentences: list[np.ndarray])
     gate = VoiceGate(VadConfig(mode="triggered", listen_timeout_s=0.5), SileroScorer())
     gate.arm(now=0.0)
     assert run_gate(scene, gate) == []  # speech began after the listening window closed
+
+
+def test_chunks_below_the_silence_floor_are_not_scored(sentences: list[np.ndarray]) -> None:
+    silero = SileroScorer()
+    scored: list[float] = []
+
+    def counting(samples: np.ndarray) -> float:
+        scored.append(float(np.max(np.abs(samples))))
+        return silero(samples)
+
+    scene = compose([3.0, sentences[0], 3.0], noise_db=-120.0)  # near-digital silence around it
+    utterances = run_gate(scene, VoiceGate(VadConfig(), counting))
+    assert len(utterances) == 1
+    assert 0 < len(scored) <= len(sentences[0]) / 512 + 2, "only the audible chunks reach the scorer"
