@@ -18,7 +18,7 @@ $(VENV)/.runtime: pyproject.toml
 
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 	bash deploy/os-deps.sh test
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ansible]'
 	touch $@
 
 demo: $(VENV)/.runtime

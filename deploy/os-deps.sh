@@ -6,7 +6,8 @@ set -euo pipefail
 case "${1:-runtime}" in
   runtime) packages=() ;;  # libportaudio2 is only needed with a microphone: see README
   demo) packages=(mosquitto mosquitto-clients) ;;
-  test) packages=(mosquitto mosquitto-clients libportaudio2 alsa-utils ffmpeg espeak-ng sox openssl) ;;
+  test) packages=(mosquitto mosquitto-clients libportaudio2 alsa-utils ffmpeg espeak-ng sox openssl python3-venv
+        openssh-server openssh-client) ;;  # the last three: the Ansible role's run over SSH
   *) echo "usage: $0 runtime|demo|test" >&2; exit 64 ;;
 esac
 
