@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+from rig.broker import Mosquitto
+from rig.daemon import Daemon
 from rig.sshd import SshServer, find_sshd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +58,7 @@ class Deployment:
     release_before_rollback: Path
     release_after_rollback: Path
     rollback_run: subprocess.CompletedProcess[str]
+    mqtt_gate_run: subprocess.CompletedProcess[str]
 
 
 def _ansible_env(tmp: Path) -> dict[str, str]:
@@ -86,7 +90,7 @@ def _recap(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -> Iterator[Deployment]:
     playbook = _require("ansible-playbook")
     sshd = find_sshd()
     if sshd is None:
@@ -188,6 +192,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 f"ansible-playbook run {attempt} failed:\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
             )
             runs.append(run)
+        # The MQTT health gate against a node that runs: the installed daemon, started the way the unit
+        # starts it (its environment file, its config, pointed at a real broker), must pass the gate.
+        mqtt_gate = _run_with_node_online(root, env, command, mosquitto)
+        (tmp / "run-mqtt-gate.log").write_text(mqtt_gate.stdout + mqtt_gate.stderr)
         # A third rollout of another build whose health gate fails (doctor: no broker here) must put the
         # venv link back on the release that ran before.
         venv = root / "opt/edge-agent/venv"
@@ -216,9 +224,42 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             release_before_rollback=release_before,
             release_after_rollback=venv.resolve(),
             rollback_run=rollback,
+            mqtt_gate_run=mqtt_gate,
         )
     finally:
         server.stop()
+
+
+def _run_with_node_online(
+    root: Path, env: dict[str, str], command: list[str], broker: Mosquitto
+) -> subprocess.CompletedProcess[str]:
+    config = root / "etc/edge-agent/config.yaml"
+    online = yaml.safe_load(config.read_text())
+    online["mqtt"]["port"] = broker.port
+    online_config = config.with_name("online.yaml")
+    online_config.write_text(yaml.safe_dump(online))
+    daemon_env = {**_environment_file(root / "etc/edge-agent/environment"), "PATH": os.environ["PATH"]}
+    daemon = Daemon(online_config, env=daemon_env, argv=[str(root / "opt/edge-agent/venv/bin/edge-agent"), "run",
+                                                        "-c", str(online_config)])  # fmt: skip
+    try:
+        daemon.wait_for_lines("model loaded")
+        gate = {"edge_agent_mqtt_port": broker.port, "edge_agent_health_gate": "mqtt",
+                "edge_agent_health_gate_enabled": True, "edge_agent_health_timeout_s": 30}  # fmt: skip
+        return subprocess.run(
+            [*command[:-1], "-e", json.dumps(gate), command[-1]], env=env, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        daemon.stop()
+
+
+def test_mqtt_health_gate_passes_for_a_node_that_is_online(deployment: Deployment) -> None:
+    run = deployment.mqtt_gate_run
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    recap = _recap(run.stdout)
+    assert recap["failed"] == 0 and recap.get("rescued", 0) == 0
+    assert "Health gate - wait for the node's retained availability" in run.stdout
+    gate_lines = run.stdout.split("Health gate - wait for the node's retained availability")[1].splitlines()[1:3]
+    assert any(line.startswith("ok:") for line in gate_lines), gate_lines
 
 
 def test_first_run_installs_second_run_changes_nothing(deployment: Deployment) -> None:
@@ -264,13 +305,15 @@ def test_layout_on_the_target(deployment: Deployment) -> None:
     assert "MemoryMax=3G" in dropin
 
 
+def _environment_file(path: Path) -> dict[str, str]:
+    """The environment the unit gives the daemon: the environment file, read by a shell."""
+    out = subprocess.run(["/bin/sh", "-c", f'set -a; . "{path}"; set +a; env -0'], capture_output=True, check=True)
+    return dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+
+
 def _target_env(deployment: Deployment) -> dict[str, str]:
-    """The environment the unit would give the daemon: the environment file, read by a shell."""
-    env_file = deployment.root / "etc/edge-agent/environment"
-    out = subprocess.run(
-        ["/bin/sh", "-c", f'set -a; . "{env_file}"; set +a; env -0'], capture_output=True, check=True
-    ).stdout
-    return dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+    """The node's environment file on top of ours."""
+    return _environment_file(deployment.root / "etc/edge-agent/environment")
 
 
 def test_installed_check_config_accepts_the_config(deployment: Deployment) -> None:
