@@ -316,26 +316,20 @@ def _target_env(deployment: Deployment) -> dict[str, str]:
     return _environment_file(deployment.root / "etc/edge-agent/environment")
 
 
+def _run_installed(deployment: Deployment, verb: str) -> subprocess.CompletedProcess[str]:
+    """`edge-agent <verb> -c <config> --json` from the installed venv, with the node's environment."""
+    argv = [str(deployment.venv / "bin/edge-agent"), verb, "-c", str(deployment.config), "--json"]
+    return subprocess.run(argv, env=_target_env(deployment), capture_output=True, text=True, timeout=180)
+
+
 def test_installed_check_config_accepts_the_config(deployment: Deployment) -> None:
-    result = subprocess.run(
-        [str(deployment.venv / "bin/edge-agent"), "check-config", "-c", str(deployment.config), "--json"],
-        env=_target_env(deployment),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_installed(deployment, "check-config")
     assert result.returncode == 0, result.stdout + result.stderr
     assert _target_env(deployment)["MQTT_PASSWORD"] == 'pa ss"$word`\\'
 
 
 def test_installed_doctor_reports(deployment: Deployment) -> None:
-    result = subprocess.run(
-        [str(deployment.venv / "bin/edge-agent"), "doctor", "-c", str(deployment.config), "--json"],
-        env=_target_env(deployment),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = _run_installed(deployment, "doctor")
     # no broker on port 1 and no camera: doctor fails, but it must have checked and said so in JSON
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rig.broker import free_port, wait_for_port
+from rig.broker import free_port, terminate, wait_for_port
 
 SSHD = "/usr/sbin/sshd"
 
@@ -86,12 +86,7 @@ class SshServer:
         """Stop sshd (and so its connections' parent) by pid."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        terminate(self.process)
         self.process = None
 
     def ssh_args(self) -> list[str]:
