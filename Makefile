@@ -7,7 +7,7 @@ PY310 := $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bi
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { command -v $$p; break; }; done)
 DEMO_SECONDS ?= 60
 
-.PHONY: demo test lint typecheck pytest test-py310 docs clean check-wheels fixtures
+.PHONY: demo test lint typecheck pytest test-py310 test-arm64 docs clean check-wheels fixtures
 
 $(VENV)/.runtime: pyproject.toml
 	bash deploy/os-deps.sh runtime
@@ -47,6 +47,13 @@ ifdef PY310
 else
 	@echo "test-py310: no python3.10 on this machine; skipped"
 endif
+
+# CI step, not a README command: the aarch64 wheels resolve for Python 3.10 and 3.11 (check-wheels), then
+# install the wheel in an emulated Raspberry Pi OS (arm64, qemu-user) from aarch64 wheels alone and check
+# it generates the same token ids as this machine. Root; rootfs cached in
+# ARM64_CACHE (default /var/cache/edge-agent-arm64). Skips (exit 0) without root or binfmt support.
+test-arm64: check-wheels
+	VENV=$(abspath $(VENV)) bash deploy/arm64/test_arm64.sh
 
 # Rebuild the tiny test models with torch and transformers (the `export` extra), add q4 goldens from
 # transformers.js (Node), and compare them with the committed ones; FIXTURES_WRITE=1 overwrites them instead.
