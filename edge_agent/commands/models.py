@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from edge_agent.model.files import ModelFilesError, write_manifest
-from edge_agent.model.pull import open_source, pull
+from edge_agent.model.files import VARIANT_SUFFIXES, ModelFilesError, write_manifest
+from edge_agent.model.hub import is_hub_source, parse_repo_id, pull_from_hub
+from edge_agent.model.pull import PullError, PullResult, open_source, pull
 from edge_agent.model.store import list_models, read_manifest, remove_model, verify_all
 
 EXIT_FAILED = 1
@@ -56,16 +57,34 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull(args: argparse.Namespace) -> PullResult:
+    """From the hub (hf://OWNER/NAME), a mirror or a directory."""
+    if is_hub_source(args.source):
+        variant, progress = args.variant or "q4", ProgressPrinter()
+        repo_id = parse_repo_id(args.source)
+        return pull_from_hub(
+            repo_id, models_dir(args), variant=variant, revision=args.revision, name=args.name, progress=progress
+        )
+    if args.variant or args.revision:
+        raise PullError("--variant and --revision are for hf:// sources (a mirror's manifest lists its files)")
+    return pull(open_source(args.source), models_dir(args), args.name, ProgressPrinter())
+
+
 def run_pull(args: argparse.Namespace) -> int:
     """Download, verify, switch."""
     try:
-        result = pull(open_source(args.source), models_dir(args), args.name, ProgressPrinter())
+        result = _pull(args)
     except (ModelFilesError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if result.up_to_date:  # Ansible's `changed_when` looks for these words
+        print(f"up to date: {result.path} already holds these files, each verified")
+        return 0
     resumed = f", {result.resumed_bytes / 2**20:.1f} MB resumed" if result.resumed_bytes else ""
     kept = f"; the model it replaced is kept as {result.previous}" if result.previous else ""
-    print(f"pulled {result.path} ({result.downloaded_bytes / 2**20:.1f} MB downloaded{resumed}), verified{kept}")
+    commit = f" at commit {result.revision}" if result.revision else ""
+    downloaded = f"{result.downloaded_bytes / 2**20:.1f} MB downloaded{resumed}"
+    print(f"pulled {result.path}{commit} ({downloaded}), verified{kept}")
     return 0
 
 
@@ -124,8 +143,18 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     action("list", "the models on this node", run_list).add_argument("--json", action="store_true")
     pull_parser = action("pull", "download a model (resumes), verify it, switch to it", run_pull)
-    pull_parser.add_argument("source", help="an http(s):// mirror URL or a directory holding manifest.json")
-    pull_parser.add_argument("--name", help="directory name under the models directory (default: the manifest's)")
+    pull_parser.add_argument(
+        "source",
+        help="an http(s):// mirror URL or a directory holding manifest.json, or hf://OWNER/NAME: a Hugging Face hub "
+        "model repo ($HF_ENDPOINT for a hub mirror, $HF_TOKEN for a private repo; needs edge-agent[hub])",
+    )
+    pull_parser.add_argument(
+        "--name", help="directory name under the models directory (default: the manifest's, or the hub repo's NAME)"
+    )
+    pull_parser.add_argument(
+        "--variant", choices=VARIANT_SUFFIXES, help="hf:// only: pull just the graphs of this variant (default q4)"
+    )
+    pull_parser.add_argument("--revision", help="hf:// only: a branch, tag or commit (default: the main branch)")
     action("verify", "check every file's size and sha256", run_verify).add_argument("model", help="name or path")
     remove_parser = action("remove", "delete a model directory", run_remove)
     remove_parser.add_argument("name", help="e.g. gemma-4-e2b or gemma-4-e2b.previous")

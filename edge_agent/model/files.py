@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge_agent.model.processor_config import CONFIG_FILES as PROCESSOR_CONFIG_FILES
 
 VARIANT_SUFFIXES = {
     "fp32": "",
@@ -20,6 +23,9 @@ VARIANT_SUFFIXES = {
 }
 MANIFEST_NAME = "manifest.json"
 _REQUIRED_METADATA = ("config.json", "generation_config.json", "tokenizer.json")
+# Every small file read (or checked against the manifest) beside the graphs, the required ones first.
+METADATA_FILES = (*_REQUIRED_METADATA, "tokenizer_config.json", "chat_template.jinja", *PROCESSOR_CONFIG_FILES)
+_GRAPHS = ("embed_tokens", "decoder_model_merged", "vision_encoder", "audio_encoder")  # the first two are required
 
 
 class ModelFilesError(Exception):
@@ -183,14 +189,39 @@ def _graph(onnx_dir: Path, name: str, suffix: str) -> Graph | None:
     return Graph(path, tuple(sidecars))
 
 
+def _missing_graph(path: str, name: str, variant: str, file_names: Iterable[str]) -> ModelFilesError:
+    """A required graph is absent: the error names it and the variants the export does have."""
+    have = {f[len(name) : -len(".onnx")].lstrip("_") or "fp32" for f in file_names if f.startswith(name)}
+    hint = f"; this export has: {', '.join(sorted(have))}" if have else ""
+    return ModelFilesError(f"{path}: missing for variant {variant!r}{hint}")
+
+
 def _required_graph(onnx_dir: Path, name: str, variant: str) -> Graph:
     suffix = VARIANT_SUFFIXES[variant]
     graph = _graph(onnx_dir, name, suffix)
     if graph is None:
-        have = {p.stem.removeprefix(name).lstrip("_") or "fp32" for p in onnx_dir.glob(f"{name}*.onnx")}
-        hint = f"; this export has: {', '.join(sorted(have))}" if have else ""
-        raise ModelFilesError(f"{onnx_dir / (name + suffix + '.onnx')}: missing for variant {variant!r}{hint}")
+        found = [p.name for p in onnx_dir.glob(f"{name}*.onnx")]
+        raise _missing_graph(str(onnx_dir / (name + suffix + ".onnx")), name, variant, found)
     return graph
+
+
+def variant_paths(listing: Iterable[str], variant: str) -> list[str]:
+    """The paths of an export's file listing (e.g. a hub repo's) that `variant` uses: metadata, graphs, sidecars."""
+    if variant not in VARIANT_SUFFIXES:
+        raise ModelFilesError(f"unknown model variant {variant!r}; known: {', '.join(VARIANT_SUFFIXES)}")
+    listed = set(listing)
+    for name in _REQUIRED_METADATA:
+        if name not in listed:
+            raise ModelFilesError(f"{name}: missing (is this a Gemma 4 ONNX export?)")
+    chosen = [name for name in METADATA_FILES if name in listed]
+    onnx_names = [p.removeprefix("onnx/") for p in listed if p.startswith("onnx/") and p.endswith(".onnx")]
+    for name in _GRAPHS:
+        graph = f"onnx/{name}{VARIANT_SUFFIXES[variant]}.onnx"
+        if graph in listed:
+            chosen += [graph, *sorted((p for p in listed if p.startswith(graph + "_data")), key=lambda p: (len(p), p))]
+        elif name in _GRAPHS[:2]:
+            raise _missing_graph(graph, name, variant, onnx_names)
+    return chosen
 
 
 def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelFiles:
@@ -207,10 +238,10 @@ def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelF
     files = ModelFiles(
         root=root,
         variant=variant,
-        embed_tokens=_required_graph(onnx_dir, "embed_tokens", variant),
-        decoder=_required_graph(onnx_dir, "decoder_model_merged", variant),
-        vision_encoder=_graph(onnx_dir, "vision_encoder", suffix),
-        audio_encoder=_graph(onnx_dir, "audio_encoder", suffix),
+        embed_tokens=_required_graph(onnx_dir, _GRAPHS[0], variant),
+        decoder=_required_graph(onnx_dir, _GRAPHS[1], variant),
+        vision_encoder=_graph(onnx_dir, _GRAPHS[2], suffix),
+        audio_encoder=_graph(onnx_dir, _GRAPHS[3], suffix),
         info=parse_model_info(root / "config.json"),
         generation=parse_generation_defaults(root / "generation_config.json"),
     )
@@ -250,7 +281,7 @@ def verify_manifest(files: ModelFiles) -> bool:
         raise ModelFilesError(f"{manifest_path}: 'files' must be a list")
     listed = {str(e.get("path")): e for e in entries if isinstance(e, dict)}
     used = [p for g in files.graphs() for p in g.paths]
-    used += [files.root / n for n in (*_REQUIRED_METADATA, "tokenizer_config.json", "chat_template.jinja")]
+    used += [files.root / n for n in METADATA_FILES]
     for path in used:
         entry = listed.get(str(path.relative_to(files.root)))
         if entry is None:

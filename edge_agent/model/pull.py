@@ -1,5 +1,6 @@
 """Pull a model from an HTTP(S) mirror or a local directory: disk check, resumable download into a staging
-directory, sha256 verification, then an atomic switch that keeps the replaced model as `<name>.previous`."""
+directory, sha256 verification, then an atomic switch that keeps the replaced model as `<name>.previous`.
+`install` is that sequence for every source (the hub's too, in hub.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 from edge_agent.model.files import MANIFEST_NAME, ModelFilesError
-from edge_agent.model.store import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest
+from edge_agent.model.store import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest, read_manifest
 
 CHUNK = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # leave room for the spool and logs
@@ -97,6 +98,32 @@ def open_source(text: str) -> Source:
     return DirectorySource(root)
 
 
+class Wanted(Protocol):
+    """A file to pull: its path inside the model directory and its size."""
+
+    @property
+    def path(self) -> str:
+        """Relative path, already checked to stay inside the model directory."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Bytes."""
+        ...
+
+
+W = TypeVar("W", bound=Wanted)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One file in the staging directory, verified: its sha256 (for manifest.json) and what it took."""
+
+    sha256: str
+    downloaded: int
+    resumed: int
+
+
 @dataclass(frozen=True)
 class PullResult:
     """Where the model went and what it took."""
@@ -105,27 +132,30 @@ class PullResult:
     downloaded_bytes: int
     resumed_bytes: int
     previous: Path | None
+    revision: str | None = None  # the hub commit the files came from
+    up_to_date: bool = False  # the model in place already held exactly these files: nothing was touched
 
 
-def _check_disk(staging: Path, manifest: Manifest) -> None:
-    have = sum(min(p.stat().st_size, f.size) for f in manifest.files if (p := staging / f.path).is_file())
-    needed = manifest.total_bytes - have + DISK_MARGIN_BYTES
+def _check_disk(staging: Path, files: Sequence[Wanted]) -> None:
+    total = sum(f.size for f in files)
+    have = sum(min(p.stat().st_size, f.size) for f in files if (p := staging / f.path).is_file())
+    needed = total - have + DISK_MARGIN_BYTES
     free = shutil.disk_usage(staging).free
     if free < needed:
         raise PullError(
             f"not enough disk space in {staging.parent}: {needed / 2**20:.0f} MB needed "
-            f"(files {manifest.total_bytes / 2**20:.0f} MB + margin), {free / 2**20:.0f} MB free"
+            f"(files {total / 2**20:.0f} MB + margin), {free / 2**20:.0f} MB free"
         )
 
 
-def _hash_of(path: Path, limit: int) -> hashlib._Hash:
-    digest = hashlib.sha256()
+def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
+    """Feed the file (its first `limit` bytes) to every digest, in one read."""
     with path.open("rb") as handle:
-        left = limit
+        left = path.stat().st_size if limit is None else limit
         while left > 0 and (block := handle.read(min(CHUNK, left))):
-            digest.update(block)
+            for digest in digests:
+                digest.update(block)
             left -= len(block)
-    return digest
 
 
 def _read(stream: BinaryIO, entry: ManifestFile, done: int) -> bytes:
@@ -133,21 +163,28 @@ def _read(stream: BinaryIO, entry: ManifestFile, done: int) -> bytes:
     try:
         return stream.read(CHUNK)
     except (OSError, http.client.HTTPException) as exc:
-        raise PullError(
-            f"{entry.path}: interrupted after {done} of {entry.size} bytes ({type(exc).__name__}); "
-            "run the pull again to resume"
-        ) from None
+        raise interrupted(entry, done, type(exc).__name__) from None
 
 
-def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress | None) -> tuple[int, int]:
-    """Download (or resume) one file into `target` and verify it; (bytes downloaded, bytes resumed)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def interrupted(entry: Wanted, done: int, why: str) -> PullError:
+    """A download cut off: the partial file stays in the staging directory for the next pull to resume."""
+    resume = "run the pull again to resume"
+    return PullError(f"{entry.path}: interrupted after {done} of {entry.size} bytes ({why}); {resume}")
+
+
+def refused(entry: Wanted, target: Path, mismatch: str) -> PullError:
+    """A file whose checksum does not match is deleted; the model in place is untouched."""
+    target.unlink()
+    return PullError(f"{entry.path}: {mismatch}: refused (the model in place is kept)")
+
+
+def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress | None) -> Fetched:
+    """Download (or resume) one file of a mirror or directory into `target` and verify it."""
     have = target.stat().st_size if target.is_file() else 0
-    if have > entry.size:
-        target.unlink()
-        have = 0
     stream, start = source.open(entry.path, have) if have < entry.size else (None, have)
-    digest = _hash_of(target, start) if start else hashlib.sha256()
+    digest = hashlib.sha256()
+    if start:
+        hash_file(target, digest, limit=start)
     downloaded = 0
     if stream is not None:
         with stream, target.open("r+b" if start else "wb") as out:
@@ -167,26 +204,63 @@ def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress
     if size != entry.size:
         raise PullError(f"{entry.path}: got {size} of {entry.size} bytes (interrupted; run the pull again to resume)")
     if digest.hexdigest() != entry.sha256:
-        target.unlink()
-        raise PullError(f"{entry.path}: sha256 does not match the manifest: refused (the model in place is kept)")
-    return downloaded, start
+        raise refused(entry, target, "sha256 does not match the manifest")
+    return Fetched(entry.sha256, downloaded, start)
 
 
-def pull(source: Source, models_dir: Path, name: str | None = None, progress: Progress | None = None) -> PullResult:
-    """Pull every file of the source's manifest into `models_dir/<name>`, verified, switched atomically."""
-    manifest = parse_manifest(source.manifest(), "the source's manifest.json")
-    name = name or manifest.name
+def sha256_matches(entry: ManifestFile, path: Path) -> bool:
+    """The file's sha256 is the one listed."""
+    digest = hashlib.sha256()
+    hash_file(path, digest)
+    return digest.hexdigest() == entry.sha256
+
+
+def _holds(model_dir: Path, files: Sequence[W], matches: Callable[[W, Path], bool]) -> bool:
+    """The model in place lists exactly these files, and each one is there, of its size, and verifies."""
+    try:
+        listed = {entry.path for entry in read_manifest(model_dir).files}
+    except ModelFilesError:
+        return False
+    if listed != {entry.path for entry in files}:
+        return False
+    return all(
+        (path := model_dir / entry.path).is_file() and path.stat().st_size == entry.size and matches(entry, path)
+        for entry in files
+    )
+
+
+def install(
+    models_dir: Path,
+    name: str,
+    files: Sequence[W],
+    fetch: Callable[[W, Path], Fetched],
+    matches: Callable[[W, Path], bool],
+) -> PullResult:
+    """Every source's pull: disk check, each file fetched and verified in `.staging-<name>/`, then the switch.
+
+    A model in place that already holds exactly these files (each verified with `matches`) is left alone.
+    """
     if not name or "/" in name or name.startswith(".") or name.endswith(PREVIOUS_SUFFIX):
         raise PullError(f"not a usable model name: {name!r}")
+    if (models_dir / name).is_dir() and _holds(models_dir / name, files, matches):
+        return PullResult(models_dir / name, 0, 0, None, up_to_date=True)
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".staging-{name}"  # kept across runs: a later pull resumes from it
     staging.mkdir(exist_ok=True)
-    _check_disk(staging, manifest)
-    downloaded = resumed = 0
-    for entry in manifest.files:
-        got, kept = _fetch(source, entry, staging / entry.path, progress)
-        downloaded, resumed = downloaded + got, resumed + kept
-    (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    _check_disk(staging, files)
+    entries, downloaded, resumed = [], 0, 0
+    for entry in files:
+        target = staging / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.stat().st_size > entry.size:
+            target.unlink()  # not a partial copy of this file: start again
+        got = fetch(entry, target)
+        entries.append(ManifestFile(entry.path, entry.size, got.sha256))
+        downloaded, resumed = downloaded + got.downloaded, resumed + got.resumed
+    listed = {entry.path for entry in files} | {MANIFEST_NAME}
+    for stale in [p for p in staging.rglob("*") if p.is_file() and str(p.relative_to(staging)) not in listed]:
+        stale.unlink()  # left by an earlier pull of other files under this name
+    (staging / MANIFEST_NAME).write_text(Manifest(name, tuple(entries)).to_json(), encoding="utf-8")
     final, previous = models_dir / name, models_dir / (name + PREVIOUS_SUFFIX)
     kept_previous = None
     if final.exists():
@@ -196,3 +270,13 @@ def pull(source: Source, models_dir: Path, name: str | None = None, progress: Pr
         kept_previous = previous
     staging.rename(final)
     return PullResult(final, downloaded, resumed, kept_previous)
+
+
+def pull(source: Source, models_dir: Path, name: str | None = None, progress: Progress | None = None) -> PullResult:
+    """Pull every file of the source's manifest into `models_dir/<name>`, verified, switched atomically."""
+    manifest = parse_manifest(source.manifest(), "the source's manifest.json")
+
+    def fetch(entry: ManifestFile, target: Path) -> Fetched:
+        return _fetch(source, entry, target, progress)
+
+    return install(models_dir, name or manifest.name, manifest.files, fetch, sha256_matches)

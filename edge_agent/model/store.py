@@ -40,7 +40,7 @@ class Manifest:
         return json.dumps({"name": self.name, "files": files}, indent=1) + "\n"
 
 
-def _safe_path(text: object, where: str) -> str:
+def safe_path(text: object, where: str) -> str:
     """A relative path that stays inside the model directory (a manifest from a mirror is not trusted)."""
     if not isinstance(text, str) or not text:
         raise ModelFilesError(f"{where}: 'path' must be a non-empty string")
@@ -68,7 +68,7 @@ def parse_manifest(text: str, where: str) -> Manifest:
             raise ModelFilesError(f"{at}: 'size' must be a whole number of bytes")
         if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ModelFilesError(f"{at}: 'sha256' must be 64 lower-case hex digits")
-        files.append(ManifestFile(_safe_path(entry.get("path"), at), size, digest))
+        files.append(ManifestFile(safe_path(entry.get("path"), at), size, digest))
     if len({f.path for f in files}) != len(files):
         raise ModelFilesError(f"{where}: a file is listed twice")
     name = data.get("name")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rig.mirror import Mirror
+from rig.mirror import Mirror, make_older
 
 from edge_agent.model.files import locate_model
 
@@ -59,22 +59,41 @@ def test_an_interrupted_pull_resumes_and_the_result_verifies_and_loads(mirror: M
 def test_a_corrupted_file_is_refused_and_the_model_in_place_stays(mirror: Mirror, tmp_path: Path) -> None:
     store = tmp_path / "models"
     assert models("pull", mirror.url, "--dir", str(store)).returncode == 0
-    before = (store / "tiny-gemma4" / BIG_FILE).read_bytes()
-    corrupted = bytearray(before)
+    before = make_older(store / "tiny-gemma4", BIG_FILE)  # the mirror now has a newer version
+    good = (mirror.root / BIG_FILE).read_bytes()
+    corrupted = bytearray(good)
     corrupted[len(corrupted) // 3] ^= 0xFF
     (mirror.root / BIG_FILE).write_bytes(bytes(corrupted))  # same size, different bytes
-    shutil.rmtree(store / ".staging-tiny-gemma4", ignore_errors=True)
     result = models("pull", mirror.url, "--dir", str(store))
     assert result.returncode == 1 and "sha256 does not match" in result.stderr and "refused" in result.stderr
     assert (store / "tiny-gemma4" / BIG_FILE).read_bytes() == before
     assert models("verify", str(store / "tiny-gemma4")).returncode == 0
     assert not (store / "tiny-gemma4.previous").exists()
     # a good pull switches atomically and keeps the model it replaced
-    (mirror.root / BIG_FILE).write_bytes(before)
+    (mirror.root / BIG_FILE).write_bytes(good)
     assert models("pull", mirror.url, "--dir", str(store)).returncode == 0
     assert (store / "tiny-gemma4.previous" / BIG_FILE).read_bytes() == before
     removed = models("remove", "tiny-gemma4.previous", "--dir", str(store))
     assert removed.returncode == 0 and not (store / "tiny-gemma4.previous").exists()
+
+
+def test_a_model_already_in_place_is_verified_and_left_alone(mirror: Mirror, tmp_path: Path) -> None:
+    store = tmp_path / "models"
+    assert models("pull", mirror.url, "--dir", str(store)).returncode == 0
+    stamp = (store / "tiny-gemma4" / BIG_FILE).stat().st_mtime_ns
+    mirror.requests.clear()
+    again = models("pull", mirror.url, "--dir", str(store))
+    assert again.returncode == 0 and again.stdout.startswith("up to date"), again.stdout + again.stderr
+    assert [path for path, _ in mirror.requests] == ["manifest.json"]  # nothing but the manifest downloaded
+    assert (store / "tiny-gemma4" / BIG_FILE).stat().st_mtime_ns == stamp
+    assert not (store / "tiny-gemma4.previous").exists()
+    # a file damaged in place is not "up to date": the pull replaces the model
+    damaged = bytearray((store / "tiny-gemma4" / BIG_FILE).read_bytes())
+    damaged[7] ^= 0xFF
+    (store / "tiny-gemma4" / BIG_FILE).write_bytes(bytes(damaged))
+    repaired = models("pull", mirror.url, "--dir", str(store))
+    assert repaired.returncode == 0 and "up to date" not in repaired.stdout
+    assert models("verify", "tiny-gemma4", "--dir", str(store)).returncode == 0
 
 
 def test_disk_space_is_checked_before_anything_is_downloaded(mirror: Mirror, tmp_path: Path) -> None:

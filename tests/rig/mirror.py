@@ -3,6 +3,8 @@ drop the connection halfway through a file once (a pull interrupted by a network
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,3 +63,17 @@ class Mirror:
         """Stop serving."""
         self.server.shutdown()
         self.server.server_close()
+
+
+def make_older(model_dir: Path, path: str) -> bytes:
+    """Turn the model in place into another version of itself: one file changed, its manifest entry too."""
+    target = model_dir / path
+    changed = bytearray(target.read_bytes())
+    changed[len(changed) // 2] ^= 0xFF
+    target.write_bytes(bytes(changed))
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == path:
+            entry["sha256"] = hashlib.sha256(changed).hexdigest()
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    return bytes(changed)
