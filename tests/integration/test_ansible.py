@@ -27,6 +27,7 @@ from rig.sshd import SshServer, find_sshd
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 MODEL = REPO / "models" / "tiny-gemma4"
+OTHER_MODEL = REPO / "models" / "tiny-gemma4-b"  # pulled under the same name by the rollout that fails
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -209,6 +210,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
             [
                 *command[:-1],
                 "-e", json.dumps({"edge_agent_package_src": str(other), "edge_agent_health_gate": "doctor",
+                                  "edge_agent_model_source": str(OTHER_MODEL),
                                   "edge_agent_health_gate_enabled": True}),
                 command[-1],
             ],
@@ -281,8 +283,16 @@ def test_failed_health_gate_rolls_back(deployment: Deployment) -> None:
     assert "Roll back - point the venv link at the previous release" in output
     assert "invalid config" not in output  # the gate ran doctor with the node's environment file
     assert deployment.release_after_rollback == deployment.release_before_rollback
+    assert "Roll back - put back the model this run replaced" in output
+    models = deployment.root / "var/lib/edge-agent/models"
+    assert _manifest_paths(models / "tiny-gemma4") == _manifest_paths(MODEL), "the model it replaced is back"
+    assert _manifest_paths(models / "tiny-gemma4.failed") == _manifest_paths(OTHER_MODEL)
     releases = sorted(p.name for p in deployment.release_before_rollback.parent.iterdir())
     assert len(releases) == 2, releases  # the failed build stays for inspection until it is pruned
+
+
+def _manifest_paths(model_dir: Path) -> set[str]:
+    return {entry["path"] for entry in json.loads((model_dir / "manifest.json").read_text())["files"]}
 
 
 def test_layout_on_the_target(deployment: Deployment) -> None:
