@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 RATE = 16000
 CHUNK = 512  # 32 ms: the window Silero VAD scores
 _RING_SECONDS = 5.0
-_MAX_AHEAD_S = 0.25  # a device this far ahead of the wall clock has no clock of its own
+_MAX_AHEAD_S = 0.25  # a device this far ahead of the wall clock has no clock of its own ...
+_MAX_DRIFT = 0.01  # ... beyond 1 % of the time elapsed: a real sound card's clock drifts well under 0.1 %
 
 
 def import_sounddevice() -> ModuleType:
@@ -91,6 +92,12 @@ class DeviceClock:
         """Seconds of audio delivered beyond the time elapsed (about 0 for a real device)."""
         return self.frames / self.rate - (time.monotonic() - self.opened)
 
+    def runs_ahead(self, strict: bool) -> float | None:
+        """How far ahead a clockless device is (strict: once known to be one), else None."""
+        ahead = self.ahead_s()
+        slack = _MAX_AHEAD_S + (0.0 if strict else _MAX_DRIFT * (time.monotonic() - self.opened))
+        return ahead if ahead > slack else None
+
 
 class SoundDeviceMicrophone:
     """Captures through PortAudio; a vanished device is reopened with backoff."""
@@ -130,7 +137,7 @@ class SoundDeviceMicrophone:
             ring.append(indata.astype(np.float32) / 32768.0)
             clock.frames += frames
             ready.set()
-            if (ahead := clock.ahead_s()) > _MAX_AHEAD_S:
+            if (ahead := clock.runs_ahead(strict=self.paced)) is not None:
                 self._pace(ahead)
 
         device = find_input_device(sd, self.config.device)
