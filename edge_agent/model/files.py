@@ -250,12 +250,20 @@ def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelF
     return files
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
+    """Feed the file (its first `limit` bytes) to every digest, in one read of 1 MiB blocks."""
     with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+        left = path.stat().st_size if limit is None else limit
+        while left > 0 and (block := handle.read(min(1 << 20, left))):
+            for digest in digests:
+                digest.update(block)
+            left -= len(block)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    hash_file(path, digest)
     return digest.hexdigest()
 
 

@@ -14,17 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.model.files import ModelFilesError, variant_paths
-from edge_agent.model.pull import (
-    Fetched,
-    Progress,
-    PullError,
-    PullResult,
-    hash_file,
-    install,
-    interrupted,
-    refused,
-)
+from edge_agent.model.files import ModelFilesError, hash_file, variant_paths
+from edge_agent.model.pull import Fetched, Progress, PullError, PullResult, install, interrupted, refused
 from edge_agent.model.store import safe_path
 
 if TYPE_CHECKING:

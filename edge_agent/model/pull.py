@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from edge_agent.model.files import MANIFEST_NAME, ModelFilesError
+from edge_agent.model.files import MANIFEST_NAME, ModelFilesError, hash_file, sha256_file
 from edge_agent.model.store import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest, read_manifest
 
 CHUNK = 1 << 20
@@ -148,16 +148,6 @@ def _check_disk(staging: Path, files: Sequence[Wanted]) -> None:
         )
 
 
-def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
-    """Feed the file (its first `limit` bytes) to every digest, in one read."""
-    with path.open("rb") as handle:
-        left = path.stat().st_size if limit is None else limit
-        while left > 0 and (block := handle.read(min(CHUNK, left))):
-            for digest in digests:
-                digest.update(block)
-            left -= len(block)
-
-
 def _read(stream: BinaryIO, entry: ManifestFile, done: int) -> bytes:
     """The next block; a dropped connection is an interruption that the next pull resumes from."""
     try:
@@ -210,9 +200,7 @@ def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress
 
 def sha256_matches(entry: ManifestFile, path: Path) -> bool:
     """The file's sha256 is the one listed."""
-    digest = hashlib.sha256()
-    hash_file(path, digest)
-    return digest.hexdigest() == entry.sha256
+    return sha256_file(path) == entry.sha256
 
 
 def _holds(model_dir: Path, files: Sequence[W], matches: Callable[[W, Path], bool]) -> bool:
