@@ -77,7 +77,7 @@ class Llguidance:
         self.tok = llguidance.LLTokenizer(path.read_text(encoding="utf-8"), n_vocab=vocab, eos_token=end)
 
     def compile(self, schema: dict[str, Any]) -> Steps:
-        """Grammar from the schema (compact JSON, as edge_agent.model.constrain) and a fresh matcher."""
+        """Grammar from the schema (compact JSON, as edge_agent.model.runtime.constrain) and a fresh matcher."""
         grammar = self.llg.LLMatcher.grammar_from_json_schema(
             json.dumps(schema), overrides={"whitespace_flexible": False}
         )
@@ -204,7 +204,7 @@ def apply_costs(vocab: int, repeats: int) -> None:
     ]
     try:  # the project's own choice between the two, by how many ids the mask allows
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from edge_agent.model.generate import _masked
+        from edge_agent.model.runtime.generate import _masked
 
         ways.append(("edge-agent generate._masked", lambda bm: _masked(logits, unpack(bm))))
     except ImportError as exc:

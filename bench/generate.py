@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from edge_agent.model.engine import EngineOptions, TextEngine
-from edge_agent.model.files import locate_model
-from edge_agent.model.generate import GenerationSettings, generate
-from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.model.runtime.engine import EngineOptions, TextEngine
+from edge_agent.model.runtime.generate import GenerationSettings, generate
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import locate_model
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_SCRIPT = REPO / "models" / "transformers_js_generate.mjs"

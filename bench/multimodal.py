@@ -21,13 +21,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.model.answer import Answerer, Question
-from edge_agent.model.audio import audio_features, load_audio
-from edge_agent.model.engine import EngineOptions, TextEngine
-from edge_agent.model.files import locate_model
-from edge_agent.model.generate import GenerationSettings
-from edge_agent.model.tokenizer import Tokenizer
-from edge_agent.model.vision import preprocess_image
+from edge_agent.model.media.audio import audio_features, load_audio
+from edge_agent.model.media.vision import preprocess_image
+from edge_agent.model.runtime.answer import Answerer, Question
+from edge_agent.model.runtime.engine import EngineOptions, TextEngine
+from edge_agent.model.runtime.generate import GenerationSettings
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import locate_model
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGETS = (70, 280)

@@ -83,3 +83,28 @@ class AskReply:
     error: str | None = None
     model: str | None = None  # the model that answered, e.g. "gemma-4-e2b-it (q4)"
     meta: Mapping[str, Any] = field(default_factory=dict)  # context: task, camera, trigger, timings, tool calls...
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: name, description and a JSON-schema `parameters` object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made."""
+
+    name: str
+    arguments: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResponse:
+    """What a tool returned, sent back to the model."""
+
+    name: str
+    response: Any

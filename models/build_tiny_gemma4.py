@@ -295,7 +295,7 @@ def build(preset: str, out: Path, chat_template: Path) -> None:
     if multimodal is not None:
         document["multimodal"] = tiny_media_goldens.multimodal_goldens(multimodal, tokenizer, tokens, examples)
     (out / "goldens.json").write_text(json.dumps(document) + "\n")
-    from edge_agent.model.files import write_manifest
+    from edge_agent.model.store.files import write_manifest
 
     write_manifest(out, name=preset)
 

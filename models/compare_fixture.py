@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.model.engine import TextEngine
-from edge_agent.model.files import locate_model
+from edge_agent.model.runtime.engine import TextEngine
+from edge_agent.model.store.files import locate_model
 
 
 def outputs(root: Path, variant: str, prompt: list[int]) -> tuple[np.ndarray, list[int]]:

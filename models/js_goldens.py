@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.model.audio import audio_features, load_audio
-from edge_agent.model.files import write_manifest
-from edge_agent.model.vision import load_image, preprocess_image, stack_images
+from edge_agent.model.media.audio import audio_features, load_audio
+from edge_agent.model.media.vision import load_image, preprocess_image, stack_images
+from edge_agent.model.store.files import write_manifest
 
 SCRIPT = Path(__file__).resolve().parent / "transformers_js_generate.mjs"
 MULTIMODAL_SCRIPT = Path(__file__).resolve().parent / "transformers_js_multimodal.mjs"

@@ -9,10 +9,10 @@ from typing import Any
 
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext, JobRefusedError
-from edge_agent.model.answer import Answer, Question
-from edge_agent.model.chat import Message, strip_thoughts
-from edge_agent.model.chat_tools import ToolCallParseError, parse_tool_calls
-from edge_agent.model.generate import GenerationSettings
+from edge_agent.model.runtime.answer import Answer, Question
+from edge_agent.model.runtime.generate import GenerationSettings
+from edge_agent.prompt.chat import Message, strip_thoughts
+from edge_agent.prompt.tool_syntax import ToolCallParseError, parse_tool_calls
 from edge_agent.tools import Toolbox, ToolOutcome
 
 _CALL_BLOCK = re.compile(r"<\|tool_call>.*?(<tool_call\|>|$)", re.DOTALL)

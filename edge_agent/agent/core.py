@@ -17,9 +17,9 @@ from edge_agent.agent.watch import InvalidAnswerError, Trigger, answer_watch, re
 from edge_agent.config import Config, HealthConfig, ModelConfig, VoiceTaskConfig, WatchTaskConfig
 from edge_agent.health.degrade import DegradationState
 from edge_agent.messages import AskReply, AskRequest, Frame, MotionResult, Utterance
-from edge_agent.model.answer import Question
-from edge_agent.model.engine import EngineError
-from edge_agent.model.files import ModelFilesError
+from edge_agent.model.runtime.answer import Question
+from edge_agent.model.runtime.engine import EngineError
+from edge_agent.model.store.files import ModelFilesError
 from edge_agent.tools import Toolbox
 
 log = logging.getLogger(__name__)

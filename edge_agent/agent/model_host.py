@@ -10,11 +10,11 @@ import psutil
 
 from edge_agent.config import HealthConfig, ModelConfig
 from edge_agent.health.admission import Admission, admit, fallback_location
-from edge_agent.model.answer import Answerer
-from edge_agent.model.constrain import ConstraintFactory
-from edge_agent.model.engine import EngineOptions, TextEngine
-from edge_agent.model.files import ModelFiles, locate_model
-from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.model.runtime.answer import Answerer
+from edge_agent.model.runtime.constrain import ConstraintFactory
+from edge_agent.model.runtime.engine import EngineOptions, TextEngine
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import ModelFiles, locate_model
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from edge_agent.agent.converse import Exchange, converse, generate_answer, visib
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext
 from edge_agent.config import VoiceTaskConfig
-from edge_agent.model.answer import Question
+from edge_agent.model.runtime.answer import Question
 from edge_agent.tools import Toolbox
 
 TRANSCRIBE = "Transcribe the speech in this audio exactly, in its language. Reply with the transcript only."

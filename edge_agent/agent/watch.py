@@ -16,7 +16,7 @@ from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext, JobRefusedError
 from edge_agent.config import WatchTaskConfig
 from edge_agent.messages import Frame
-from edge_agent.model.answer import Answer, Question
+from edge_agent.model.runtime.answer import Answer, Question
 
 Trigger = Literal["motion", "timer", "ask", "button", "voice"]
 

@@ -9,15 +9,15 @@ import time
 from pathlib import Path
 
 from edge_agent.commands.generate import add_generation_arguments, sampling_from_args
-from edge_agent.model.answer import Answerer, Question
-from edge_agent.model.audio import SAMPLE_RATE, AudioError, load_audio
-from edge_agent.model.engine import EngineError, EngineOptions, TextEngine
-from edge_agent.model.files import VARIANT_SUFFIXES, ModelFiles, ModelFilesError, locate_model
-from edge_agent.model.generate import ContextLengthError, GenerationSettings
-from edge_agent.model.media_prompt import MediaUnsupportedError
-from edge_agent.model.multimodal import MediaMismatchError
-from edge_agent.model.tokenizer import Tokenizer
-from edge_agent.model.vision import BUDGETS, ImageError, load_image
+from edge_agent.model.media.audio import SAMPLE_RATE, AudioError, load_audio
+from edge_agent.model.media.vision import BUDGETS, ImageError, load_image
+from edge_agent.model.runtime.answer import Answerer, Question
+from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine
+from edge_agent.model.runtime.generate import ContextLengthError, GenerationSettings
+from edge_agent.model.runtime.media_prompt import MediaUnsupportedError
+from edge_agent.model.runtime.multimodal import MediaMismatchError
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import VARIANT_SUFFIXES, ModelFiles, ModelFilesError, locate_model
 
 EXIT_FAILED = 1
 _EXPECTED = (

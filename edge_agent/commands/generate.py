@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from edge_agent.model.chat import Message, render_prompt
-from edge_agent.model.engine import EngineError, EngineOptions, TextEngine
-from edge_agent.model.files import VARIANT_SUFFIXES, ModelFilesError, locate_model
-from edge_agent.model.generate import ContextLengthError, GenerationSettings, generate
-from edge_agent.model.sampling import SamplingParams
-from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine
+from edge_agent.model.runtime.generate import ContextLengthError, GenerationSettings, generate
+from edge_agent.model.runtime.sampling import SamplingParams
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import VARIANT_SUFFIXES, ModelFilesError, locate_model
+from edge_agent.prompt.chat import Message, render_prompt
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 

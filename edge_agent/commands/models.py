@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from edge_agent.model.files import VARIANT_SUFFIXES, ModelFilesError, write_manifest
-from edge_agent.model.hub import is_hub_source, parse_repo_id, pull_from_hub
-from edge_agent.model.pull import PullError, PullResult, open_source, pull
-from edge_agent.model.store import list_models, read_manifest, remove_model, verify_all
+from edge_agent.model.store.files import VARIANT_SUFFIXES, ModelFilesError, write_manifest
+from edge_agent.model.store.hub import is_hub_source, parse_repo_id, pull_from_hub
+from edge_agent.model.store.manifest import list_models, read_manifest, remove_model, verify_all
+from edge_agent.model.store.pull import PullError, PullResult, open_source, pull
 
 EXIT_FAILED = 1
 DEFAULT_DIR = Path("/var/lib/edge-agent/models")

@@ -50,8 +50,8 @@ def _duplicates(section: str, names: list[str]) -> Iterator[tuple[KeyPath, str]]
 
 def _grammar_problem(tool: ToolConfig) -> str | None:
     """Why the tool-call grammar cannot express this tool's parameters (constrained decoding needs it), if so."""
-    from edge_agent.model.chat_tools import ToolSpec  # pure functions: no model is loaded
-    from edge_agent.model.tool_grammar import ToolSchemaError, tool_call_grammar
+    from edge_agent.messages import ToolSpec
+    from edge_agent.prompt.tool_grammar import ToolSchemaError, tool_call_grammar
 
     try:
         tool_call_grammar([ToolSpec(tool.name, tool.description, tool.parameters)], quote_id=0, end_id=1)

@@ -16,7 +16,7 @@ from edge_agent.config import HealthConfig, ModelConfig
 from edge_agent.doctor.check import Check, fail, ok, warn
 from edge_agent.health.admission import estimate_memory
 from edge_agent.health.probes import Probes
-from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, verify_manifest
+from edge_agent.model.store.files import ModelFiles, ModelFilesError, locate_model, verify_manifest
 
 MIN_PYTHON = (3, 10)
 MIN_ONNXRUNTIME = (1, 23)
@@ -46,7 +46,7 @@ def check_onnxruntime(model: ModelConfig) -> Check:
         import onnxruntime as ort
     except ImportError as exc:
         return fail("onnxruntime", f"cannot import onnxruntime: {exc}")
-    from edge_agent.model.engine import EngineError, choose_providers
+    from edge_agent.model.runtime.engine import EngineError, choose_providers
 
     version = str(ort.__version__)
     available = list(ort.get_available_providers())

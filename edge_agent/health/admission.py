@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_agent.config.node import HealthConfig, ModelConfig
-from edge_agent.model.files import ModelFiles, ModelFilesError, locate_model, read_model_config
+from edge_agent.model.store.files import ModelFiles, ModelFilesError, locate_model, read_model_config
 
 MIB = 2**20
 Decision = Literal["load", "fallback", "refuse"]

@@ -1,1 +1,1 @@
-"""The Gemma 4 runtime: model files, onnxruntime engine, tokenizer, chat format, generation."""
+"""Gemma 4 on onnxruntime: `runtime` (sessions, generation), `media` (inputs), `store` (model files)."""

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge_agent.model.chat_tools import ToolResponse
+from edge_agent.messages import ToolResponse
 
 ToolStatus = Literal["ok", "refused", "rate_limited", "pending_confirmation", "error"]
 

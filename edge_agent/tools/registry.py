@@ -12,7 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from edge_agent.config import MqttReadAction, ToolConfig
-from edge_agent.model.chat_tools import ToolCall, ToolSpec
+from edge_agent.messages import ToolCall, ToolSpec
 from edge_agent.tools.actions import ActionFailedError, PublishRunner, Runner, make_runner
 from edge_agent.tools.host import LastValues, ToolHost
 from edge_agent.tools.limits import PendingCalls, RateLimiter

@@ -64,7 +64,7 @@ from pathlib import Path
 from edge_agent import app
 from edge_agent.config import load_config
 from edge_agent.log import setup_logging
-from edge_agent.model.answer import Answerer
+from edge_agent.model.runtime.answer import Answerer
 
 def hang(*_args, **_kwargs):
     print("inference hangs", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rig.mirror import Mirror, make_older
 
-from edge_agent.model.files import locate_model
+from edge_agent.model.store.files import locate_model
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-gemma4"

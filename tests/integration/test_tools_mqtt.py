@@ -13,8 +13,7 @@ from rig.broker import Mosquitto
 from rig.subscriber import Received, Subscriber
 
 from edge_agent.config import MqttConfig, ToolConfig
-from edge_agent.messages import Inbound
-from edge_agent.model.chat_tools import ToolCall
+from edge_agent.messages import Inbound, ToolCall
 from edge_agent.sinks.mqtt import MqttLink
 from edge_agent.sinks.spool import Spool
 from edge_agent.tools import Toolbox

@@ -15,8 +15,8 @@ import pytest
 import soundfile
 import soxr
 
-from edge_agent.model import audio
-from edge_agent.model.audio import SAMPLE_RATE, AudioError, AudioSettings, audio_features, load_audio
+from edge_agent.model.media import audio
+from edge_agent.model.media.audio import SAMPLE_RATE, AudioError, AudioSettings, audio_features, load_audio
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
 GOLDENS = np.load(DATA / "goldens.npz")

@@ -11,14 +11,15 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge_agent.model.chat import Message, render_prompt
-from edge_agent.model.chat_tools import ToolCall, ToolCallParseError, ToolSpec, format_call, parse_tool_calls
-from edge_agent.model.constrain import ConstraintError, ConstraintFactory, ToolCallConstraint
-from edge_agent.model.engine import TextEngine
-from edge_agent.model.files import locate_model
-from edge_agent.model.generate import GenerationSettings, TokenConstraint, generate
-from edge_agent.model.sampling import SamplingParams
-from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.messages import ToolCall, ToolSpec
+from edge_agent.model.runtime.constrain import ConstraintError, ConstraintFactory, ToolCallConstraint
+from edge_agent.model.runtime.engine import TextEngine
+from edge_agent.model.runtime.generate import GenerationSettings, TokenConstraint, generate
+from edge_agent.model.runtime.sampling import SamplingParams
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import locate_model
+from edge_agent.prompt.chat import Message, render_prompt
+from edge_agent.prompt.tool_syntax import ToolCallParseError, format_call, parse_tool_calls
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "tiny-gemma4"
 FILES = locate_model(MODEL, "fp32")

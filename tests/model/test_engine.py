@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.model.engine import EngineError, EngineOptions, TextEngine, choose_providers
-from edge_agent.model.files import ModelFilesError, locate_model
+from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine, choose_providers
+from edge_agent.model.store.files import ModelFilesError, locate_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 FIXTURES = ["tiny-gemma4", "tiny-gemma4-b"]

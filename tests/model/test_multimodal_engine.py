@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.model.answer import Answerer, Question
-from edge_agent.model.audio import load_audio
-from edge_agent.model.engine import EngineError, TextEngine
-from edge_agent.model.files import locate_model
-from edge_agent.model.generate import GenerationSettings
-from edge_agent.model.media_prompt import MediaUnsupportedError, build_media_prompt
-from edge_agent.model.multimodal import MediaMismatchError
-from edge_agent.model.tokenizer import Tokenizer
-from edge_agent.model.vision import load_image, preprocess_image
+from edge_agent.model.media.audio import load_audio
+from edge_agent.model.media.vision import load_image, preprocess_image
+from edge_agent.model.runtime.answer import Answerer, Question
+from edge_agent.model.runtime.engine import EngineError, TextEngine
+from edge_agent.model.runtime.generate import GenerationSettings
+from edge_agent.model.runtime.media_prompt import MediaUnsupportedError, build_media_prompt
+from edge_agent.model.runtime.multimodal import MediaMismatchError
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import locate_model
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL = MODELS / "tiny-gemma4"

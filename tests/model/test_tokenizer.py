@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.model.chat import Message, render_prompt
-from edge_agent.model.files import ModelFilesError
-from edge_agent.model.tokenizer import Tokenizer
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.model.store.files import ModelFilesError
+from edge_agent.prompt.chat import Message, render_prompt
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "tiny-gemma4"
 TOKENIZER = Tokenizer(MODEL)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.model.resample import resize_like_pillow
-from edge_agent.model.vision import (
+from edge_agent.model.media.resample import resize_like_pillow
+from edge_agent.model.media.vision import (
     BUDGETS,
     ImageError,
     ImageInput,

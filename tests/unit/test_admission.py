@@ -22,7 +22,7 @@ from edge_agent.health.admission import (
     kv_bytes_per_value,
     read_kv_geometry,
 )
-from edge_agent.model.files import ModelFilesError, locate_model
+from edge_agent.model.store.files import ModelFilesError, locate_model
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = REPO / "models/tiny-gemma4"  # stands in for E2B
@@ -93,7 +93,7 @@ def test_a_bad_config_is_refused_by_name(tmp_path: Path, text: dict[str, Any], m
 
 
 def test_the_tiny_geometry_matches_the_cache_the_engine_really_grows() -> None:
-    from edge_agent.model.engine import TextEngine
+    from edge_agent.model.runtime.engine import TextEngine
 
     files = locate_model(SMALL, "q4", verify=False)
     _, cache = TextEngine(files).forward(list(range(3, 23)))  # 20 positions, past the window of 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.model.chat import Message, render_prompt, strip_thoughts
+from edge_agent.prompt.chat import Message, render_prompt, strip_thoughts
 
 # Rendered from the published template (llama.cpp models/templates/gemma4.jinja) with jinja2,
 # trim_blocks and lstrip_blocks as transformers' apply_chat_template sets them, bos_token="<bos>".

@@ -11,15 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.model.chat import Message, render_prompt
-from edge_agent.model.chat_tools import (
-    ToolCall,
-    ToolCallParseError,
-    ToolResponse,
-    ToolSpec,
-    format_call,
-    parse_tool_calls,
-)
+from edge_agent.messages import ToolCall, ToolResponse, ToolSpec
+from edge_agent.prompt.chat import Message, render_prompt
+from edge_agent.prompt.tool_syntax import ToolCallParseError, format_call, parse_tool_calls
 
 PARAMS = {
     "type": "object",

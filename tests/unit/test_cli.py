@@ -114,7 +114,7 @@ def test_run_logs_json_lines_when_asked(write_config: Callable[[str], Path], mod
 def test_a_node_without_microphone_never_imports_sounddevice() -> None:
     code = (
         "import sys, edge_agent.cli, edge_agent.app, edge_agent.config; "
-        "import edge_agent.model.engine, edge_agent.model.generate; "
+        "import edge_agent.model.runtime.engine, edge_agent.model.runtime.generate; "
         "assert 'sounddevice' not in sys.modules, 'sounddevice imported without a microphone'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -11,8 +11,9 @@ from typing import Any
 from edge_agent.agent.converse import converse
 from edge_agent.agent.scheduler import JobContext
 from edge_agent.config import ToolConfig
-from edge_agent.model.answer import Answer, Question, StageTimes
-from edge_agent.model.chat_tools import ToolCall, ToolSpec, format_call
+from edge_agent.messages import ToolCall, ToolSpec
+from edge_agent.model.runtime.answer import Answer, Question, StageTimes
+from edge_agent.prompt.tool_syntax import format_call
 from edge_agent.tools import Toolbox
 
 LIGHT = ToolConfig.model_validate(

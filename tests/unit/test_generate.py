@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.model.generate import ContextLengthError, Generation, GenerationSettings, generate
+from edge_agent.model.runtime.generate import ContextLengthError, Generation, GenerationSettings, generate
 
 VOCAB = ["<eos>", "a", "b", "c", "STOP", "é1", "é2"]
 
@@ -152,7 +152,7 @@ def test_a_constraint_that_allows_nothing_is_an_error() -> None:
 
 
 def test_sampling_under_a_constraint_never_picks_a_forbidden_token() -> None:
-    from edge_agent.model.sampling import SamplingParams
+    from edge_agent.model.runtime.sampling import SamplingParams
 
     for seed in range(20):
         constraint = OnlyTokens([{1, 3}] * 6)

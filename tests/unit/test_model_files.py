@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.model.files import ModelFilesError, locate_model, parse_model_info, write_manifest
+from edge_agent.model.store.files import ModelFilesError, locate_model, parse_model_info, write_manifest
 
 TEXT_CONFIG = {
     "vocab_size": 1024,

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.model.files import ModelFilesError, parse_model_info
-from edge_agent.model.multimodal import (
+from edge_agent.model.runtime.multimodal import (
     MediaMismatchError,
     MediaTokens,
     expand_placeholders,
     ids_for_embedding,
     scatter_features,
 )
+from edge_agent.model.store.files import ModelFilesError, parse_model_info
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = MediaTokens(image=50, boi=51, eoi=52, audio=60, boa=61, eoa=62, pad=0, video=70)

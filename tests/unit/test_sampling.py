@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.model.sampling import Sampler, SamplingParams, apply_repetition_penalty, filter_logits
+from edge_agent.model.runtime.sampling import Sampler, SamplingParams, apply_repetition_penalty, filter_logits
 
 LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.07, 0.03]))
 

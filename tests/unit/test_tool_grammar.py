@@ -7,8 +7,8 @@ from typing import Any
 import llguidance
 import pytest
 
-from edge_agent.model.chat_tools import ToolSpec
-from edge_agent.model.tool_grammar import ToolSchemaError, tool_call_grammar
+from edge_agent.messages import ToolSpec
+from edge_agent.prompt.tool_grammar import ToolSchemaError, tool_call_grammar
 
 QUOTE_ID, END_ID = 13, 10
 LIGHT = ToolSpec(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from edge_agent.config import ToolConfig
-from edge_agent.model.chat_tools import ToolCall, ToolResponse
+from edge_agent.messages import ToolCall, ToolResponse
 from edge_agent.tools import LastValues, Toolbox, ToolOutcome
 from edge_agent.tools.templates import TemplateError, parse_template
 

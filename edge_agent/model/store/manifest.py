@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from edge_agent.model.files import MANIFEST_NAME, ModelFilesError, sha256_file
+from edge_agent.model.store.files import MANIFEST_NAME, ModelFilesError, sha256_file
 
 PREVIOUS_SUFFIX = ".previous"  # the model a pull replaced, kept until the next pull or `models remove --previous`
 

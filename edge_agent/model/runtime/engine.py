@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_agent.model.files import ModelFiles, ModelFilesError
+from edge_agent.model.store.files import ModelFiles, ModelFilesError
 
 log = logging.getLogger(__name__)
 

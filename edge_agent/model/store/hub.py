@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.model.files import ModelFilesError, hash_file, variant_paths
-from edge_agent.model.pull import Fetched, Progress, PullError, PullResult, install, interrupted, refused
-from edge_agent.model.store import safe_path
+from edge_agent.model.store.files import ModelFilesError, hash_file, variant_paths
+from edge_agent.model.store.manifest import safe_path
+from edge_agent.model.store.pull import Fetched, Progress, PullError, PullResult, install, interrupted, refused
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

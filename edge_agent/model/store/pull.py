@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from edge_agent.model.files import MANIFEST_NAME, ModelFilesError, hash_file, sha256_file
-from edge_agent.model.store import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest, read_manifest
+from edge_agent.model.store.files import MANIFEST_NAME, ModelFilesError, hash_file, sha256_file
+from edge_agent.model.store.manifest import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest, read_manifest
 
 CHUNK = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # leave room for the spool and logs

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from edge_agent.model.sampling import Sampler, SamplingParams
+from edge_agent.model.runtime.sampling import Sampler, SamplingParams
 
 FinishReason = Literal["eos", "stop", "length", "context", "cancelled", "deadline", "constraint"]
 

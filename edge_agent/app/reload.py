@@ -13,7 +13,7 @@ from edge_agent.config import Config, ConfigError, load_config
 from edge_agent.tools import Toolbox
 
 if TYPE_CHECKING:
-    from edge_agent.app import Node
+    from edge_agent.app.node import Node
     from edge_agent.sinks.announce import Announcer
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.model.processor_config import CONFIG_FILES as PROCESSOR_CONFIG_FILES
+from edge_agent.model.media.processor_config import CONFIG_FILES as PROCESSOR_CONFIG_FILES
 
 VARIANT_SUFFIXES = {
     "fp32": "",

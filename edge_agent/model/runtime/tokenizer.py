@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from edge_agent.model.files import ModelFilesError, read_json
+from edge_agent.model.store.files import ModelFilesError, read_json
 
 _REPLACEMENT = "\ufffd"
 

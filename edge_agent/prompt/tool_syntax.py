@@ -5,36 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from edge_agent.messages import ToolCall, ToolResponse, ToolSpec
 
 QUOTE = '<|"|>'
 _STANDARD_KEYS = ("description", "type", "properties", "required", "nullable")
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A tool the model may call: name, description and a JSON-schema `parameters` object."""
-
-    name: str
-    description: str
-    parameters: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A call the model made."""
-
-    name: str
-    arguments: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ToolResponse:
-    """What a tool returned, sent back to the model."""
-
-    name: str
-    response: Any
 
 
 def _scalar(value: Any) -> str:

@@ -11,10 +11,11 @@ from typing import Any
 import llguidance
 import numpy as np
 
-from edge_agent.model.chat import GEMMA4
-from edge_agent.model.chat_tools import QUOTE, ToolSpec
-from edge_agent.model.tokenizer import Tokenizer
-from edge_agent.model.tool_grammar import tool_call_grammar
+from edge_agent.messages import ToolSpec
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.prompt.chat import GEMMA4
+from edge_agent.prompt.tool_grammar import tool_call_grammar
+from edge_agent.prompt.tool_syntax import QUOTE
 
 TOOL_CALL_START = "<|tool_call>"
 TOOL_CALL_END = "<tool_call|>"

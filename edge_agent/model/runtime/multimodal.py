@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.model.files import ModelFilesError, ModelInfo
+from edge_agent.model.store.files import ModelFilesError, ModelInfo
 
 
 class MediaMismatchError(ValueError):

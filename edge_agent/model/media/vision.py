@@ -11,7 +11,7 @@ with its output (goldens written by models/vision_goldens.py):
   48-pixel step; small images grow. A side that floors to 0 becomes 48 and the other floor(long / short) * 48,
   at most budget * 48 (very long strips are squashed, not cropped).
 - Resize: none when the size already matches; else PIL `Image.resize(size, BICUBIC)` of the uint8 RGB image
-  (reducing_gap None), reproduced bit for bit by edge_agent.model.resample (Pillow 13's fixed-point two-pass
+  (reducing_gap None), reproduced bit for bit by edge_agent.model.media.resample (Pillow 13's fixed-point two-pass
   algorithm; OpenCV's INTER_CUBIC differs by up to 0.3 here). The torchvision twin resizes with
   torchvision's antialiased bicubic instead, which is not expected to match Pillow to the level (not checked here:
   no torchvision); the goldens come from the Pillow backend, the one transformers uses without torchvision.
@@ -37,8 +37,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.model.processor_config import checked_scalar, settings_from_model_dir
-from edge_agent.model.resample import resize_like_pillow
+from edge_agent.model.media.processor_config import checked_scalar, settings_from_model_dir
+from edge_agent.model.media.resample import resize_like_pillow
 
 __all__ = [
     "BUDGETS",

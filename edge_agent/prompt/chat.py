@@ -6,14 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from edge_agent.model.chat_tools import (
-    ToolCall,
-    ToolResponse,
-    ToolSpec,
-    format_call,
-    format_declaration,
-    format_response,
-)
+from edge_agent.messages import ToolCall, ToolResponse, ToolSpec
+from edge_agent.prompt.tool_syntax import format_call, format_declaration, format_response
 
 Role = Literal["system", "user", "model", "tool"]
 Media = Literal["image", "audio"]

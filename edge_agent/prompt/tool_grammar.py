@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.model.chat_tools import QUOTE, ToolSpec
+from edge_agent.messages import ToolSpec
+from edge_agent.prompt.tool_syntax import QUOTE
 
 _ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "nullable"})
 _KEYWORDS: dict[str, frozenset[str]] = {

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import soxr
 
-from edge_agent.model.audio_files import SAMPLE_RATE, AudioError, load_audio
-from edge_agent.model.processor_config import checked_scalar, settings_from_model_dir
+from edge_agent.model.media.audio_files import SAMPLE_RATE, AudioError, load_audio
+from edge_agent.model.media.processor_config import checked_scalar, settings_from_model_dir
 
 __all__ = ["SAMPLE_RATE", "AudioError", "AudioInput", "AudioSettings", "audio_features", "load_audio"]
 

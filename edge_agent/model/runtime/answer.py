@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.model.audio import AudioInput, AudioSettings, audio_features
-from edge_agent.model.chat import Media, Message, render_prompt
-from edge_agent.model.chat_tools import ToolSpec
-from edge_agent.model.engine import TextEngine
-from edge_agent.model.generate import GenerationSettings, generate
-from edge_agent.model.media_prompt import MediaUnsupportedError, PrefilledModel, build_media_prompt
-from edge_agent.model.tokenizer import Tokenizer
-from edge_agent.model.vision import ImageInput, VisionSettings, preprocess_image
+from edge_agent.messages import ToolSpec
+from edge_agent.model.media.audio import AudioInput, AudioSettings, audio_features
+from edge_agent.model.media.vision import ImageInput, VisionSettings, preprocess_image
+from edge_agent.model.runtime.engine import TextEngine
+from edge_agent.model.runtime.generate import GenerationSettings, generate
+from edge_agent.model.runtime.media_prompt import MediaUnsupportedError, PrefilledModel, build_media_prompt
+from edge_agent.model.runtime.tokenizer import Tokenizer
+from edge_agent.prompt.chat import Media, Message, render_prompt
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.model.engine import KVCache, TextEngine
-from edge_agent.model.multimodal import (
+from edge_agent.model.runtime.engine import KVCache, TextEngine
+from edge_agent.model.runtime.multimodal import (
     MediaMismatchError,
     MediaTokens,
     expand_placeholders,

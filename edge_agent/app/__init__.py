@@ -1,0 +1,147 @@
+"""The one wiring place: builds the daemon's stages from the config (`node`, `capture`), supervises them, reloads
+them on SIGHUP (`reload`) and shuts them down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from functools import partial
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.agent.tool_host import serve_tools
+from edge_agent.app.capture import Capture
+from edge_agent.app.node import Node, make_toolbox
+from edge_agent.app.reload import Reloader
+from edge_agent.config import Config
+from edge_agent.health.probes import Probes
+from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
+from edge_agent.service import Supervisor
+from edge_agent.sinks.announce import Announcer
+from edge_agent.sinks.ask import AskHandler, AskService
+from edge_agent.sinks.mqtt import MqttLink, MqttSetupError, open_spool
+
+log = logging.getLogger(__name__)
+
+
+def describe(config: Config) -> str:
+    """One line saying what this node is configured to do."""
+    mic = "microphone" if config.microphone else "no microphone"
+    return (
+        f"device {config.device.id!r}: model {config.model.path} ({config.model.variant}), "
+        f"{len(config.cameras)} camera(s), {mic}, {len(config.tasks)} task(s), {len(config.tools)} tool(s), "
+        f"broker {config.mqtt.host}:{config.mqtt.port}"
+    )
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: asyncio.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+
+
+def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskService:
+    """Subscribe `ask` (JSON), `ask/text` (Home Assistant text) and `analyze` (button) to the ask service."""
+    mqtt = config.mqtt
+    service = AskService(
+        link,
+        link.topic("answer"),
+        handler,
+        queue_size=mqtt.ask_queue,
+        max_bytes=mqtt.ask_max_bytes,
+        timeout_s=mqtt.ask_timeout_s,
+    )
+    link.subscribe(link.topic("ask"), service.on_ask)
+    link.subscribe(link.topic("ask/text"), service.on_text)
+    link.subscribe(link.topic("analyze"), service.on_button)
+    return service
+
+
+def subscribe_inputs(node: Node, config_path: Path | None) -> Reloader:
+    """Tools' topics, the listen trigger and Home Assistant discovery; the reloader that redoes what changes."""
+    link, config, capture = node.link, node.config, node.capture
+    subscribe_tools = partial(serve_tools, link, lambda: node.agent.toolbox)
+    subscribe_tools()
+    if config.microphone is not None and config.microphone.vad.mode == "triggered":
+        link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
+    announcer = Announcer(config, link) if config.mqtt.discovery else None
+    if announcer is not None:
+        announcer.attach()
+    toolbox = partial(make_toolbox, link=link, capture=capture)
+    return Reloader(config, config_path, node, announcer, toolbox=toolbox, subscribe_tools=subscribe_tools)
+
+
+async def announce_ready(node: Node, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
+    """Tell systemd READY=1 once the broker is connected and the model load has settled (loaded or refused)."""
+    notifier.status("waiting for the MQTT broker")
+    await node.link.connected.wait()
+    await node.model_settled.wait()
+    status = "running" if node.agent.model is not None else f"running without a model: {node.agent.model_error}"
+    watchdog.set_status(status)
+    notifier.ready(status)
+
+
+async def drain(node: Node, timeout_s: float = 2.0) -> None:
+    """On SIGTERM: refuse waiting jobs, cancel the running generation and give it a moment to publish."""
+    scheduler = node.agent.scheduler
+    dropped = scheduler.drain("the node is stopping")
+    current = scheduler.current
+    scheduler.cancel_current()
+    if current is not None:
+        log.info("stopping: cancelling %s (%d waiting request(s) refused)", current.name, dropped)
+        await asyncio.wait({current.future}, timeout=timeout_s)
+
+
+async def run(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    ask_handler: AskHandler | None = None,
+    config_path: Path | None = None,
+    probes: Probes | None = None,
+) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or `stop` is set); SIGHUP reloads `config_path`; returns the exit code."""
+    stop, reload = stop or asyncio.Event(), asyncio.Event()
+    _install_signal_handlers(asyncio.get_running_loop(), stop, reload)
+    supervisor = Supervisor()
+    log.info("edge-agent %s starting: %s", __version__, describe(config))
+    try:
+        link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+    except MqttSetupError as exc:
+        log.error("%s", exc)
+        return 1
+    capture = Capture(config)
+    node = Node(config, link, capture, probes)
+    notifier = SystemdNotifier()
+    watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
+    capture.on_progress = watchdog.progress
+    node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
+    questions = serve_questions(link, config, ask_handler or node.agent.ask)
+    reloader = subscribe_inputs(node, config_path)
+    try:
+        link.start()
+        supervisor.start("ask", questions.serve)
+        supervisor.start("model", partial(node.load_model, notifier))
+        supervisor.start("scheduler", node.agent.scheduler.serve)
+        supervisor.start("watch-timers", node.agent.run_timers)
+        capture.start(supervisor)
+        node.publish_state()
+        supervisor.start("health", node.report_health)
+        supervisor.start("ready", partial(announce_ready, node, notifier, watchdog))
+        supervisor.start("reload", partial(reloader.serve, reload))
+        if watchdog.period_s is not None:  # only under systemd with WatchdogSec=
+            supervisor.start("watchdog", watchdog.run_async)
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        notifier.stopping("stopping")
+        await drain(node)
+        capture.stop_threads.set()  # capture threads end at their next read; then their services return
+        await supervisor.stop(timeout_s=1.0)
+        await link.stop()
+        link.spool.close()
+        if node.metrics is not None:
+            node.metrics.close()
+    notifier.close()
+    log.info("stopped")
+    return 0
