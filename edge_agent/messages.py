@@ -108,3 +108,21 @@ class ToolResponse:
 
     name: str
     response: Any
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """What admission needs to know of a model before loading it: its graph files and its KV cache per position."""
+
+    root: str
+    variant: str
+    files_bytes: int
+    kv_bytes_per_position: int  # every layer that keeps a cache
+    sliding_kv_bytes_per_position: int  # the part of it in sliding-window layers
+    sliding_window: int
+
+    def kv_cache_bytes(self, context: int, trim_sliding: bool = False) -> int:
+        """Keys plus values for `context` positions; with `trim_sliding`, sliding layers keep only their window."""
+        sliding = min(self.sliding_window, context) if trim_sliding else context
+        full = self.kv_bytes_per_position - self.sliding_kv_bytes_per_position
+        return full * context + self.sliding_kv_bytes_per_position * sliding

@@ -15,6 +15,7 @@ from edge_agent.model.runtime.constrain import ConstraintFactory
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.tokenizer import Tokenizer
 from edge_agent.model.store.files import ModelFiles, locate_model
+from edge_agent.model.store.geometry import sizes_at
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def load_model(model: ModelConfig, health: HealthConfig, use_fallback: bool = Fa
     `use_fallback` loads the configured fallback (degradation level 4) even when the primary would fit."""
     started = time.monotonic()
     available_mb = psutil.virtual_memory().available / 2**20
-    admission = admit(model, health, available_mb)
+    admission = admit(model, health, available_mb, sizes_at)
     log.info("model admission: %s: %s", admission.decision, admission.reason)
     if admission.decision == "refuse":
         raise ModelRefusedError(admission.reason)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from edge_agent.agent.converse import Exchange, converse, generate_answer, visible_text
 from edge_agent.agent.model_host import LoadedModel
-from edge_agent.agent.scheduler import JobContext
+from edge_agent.agent.scheduler import Job, JobContext, Priority
+from edge_agent.agent.shared import AgentCore, log
 from edge_agent.config import VoiceTaskConfig
+from edge_agent.messages import Utterance
 from edge_agent.model.runtime.answer import Question
 from edge_agent.tools import Toolbox
 
@@ -70,3 +74,40 @@ def voice_payload(
         "snapshot_id": None,
         **exchange.to_json(),
     }
+
+
+class VoiceCommands:
+    """Utterances from the voice gate, answered by the voice task with its tools; results and an HA event published."""
+
+    def __init__(self, core: AgentCore) -> None:
+        self.core = core
+
+    def on_utterance(self, utterance: Utterance) -> Job | None:
+        """An utterance from the voice gate: queue it for the voice task."""
+        core = self.core
+        task = next((t for t in core.config.tasks if isinstance(t, VoiceTaskConfig)), None)
+        if task is None or (core.model is None and not core.model_pending) or core.degradation().limits.all_paused:
+            return None
+        job = Job(
+            f"voice:{task.name}",
+            Priority.INTERACTIVE,
+            partial(self._run, task, utterance),
+            deadline=time.monotonic() + task.deadline_s,
+        )
+        return core.scheduler.submit(job)
+
+    async def _run(self, task: VoiceTaskConfig, utterance: Utterance, ctx: JobContext) -> dict[str, Any]:
+        core = self.core
+        model = core.require_model()
+        state = core.degradation()
+        transcript, exchange = await handle_utterance(
+            model, core.toolbox, task, utterance.samples, ctx, max_new_tokens=state.limits.max_new_tokens
+        )
+        core.decode_tokens_per_s = exchange.decode_tokens_per_s
+        seconds = utterance.end_s - utterance.start_s
+        payload = voice_payload(task, transcript, exchange, model, level=int(state.level), seconds=seconds)
+        core.publisher.publish_result(f"task/{task.name}", payload)
+        core.publisher.publish_event({"event_type": "voice_command", **payload})
+        heard = (transcript or "")[:80]
+        log.info("voice %s: %r -> %d tool call(s)", task.name, heard, len(exchange.outcomes))
+        return payload

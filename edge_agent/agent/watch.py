@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import cv2
@@ -13,9 +15,10 @@ import jsonschema
 
 from edge_agent.agent.converse import generate_answer
 from edge_agent.agent.model_host import LoadedModel
-from edge_agent.agent.scheduler import JobContext, JobRefusedError
+from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
+from edge_agent.agent.shared import AgentCore, log
 from edge_agent.config import WatchTaskConfig
-from edge_agent.messages import Frame
+from edge_agent.messages import Frame, MotionResult
 from edge_agent.model.runtime.answer import Answer, Question
 
 Trigger = Literal["motion", "timer", "ask", "button", "voice"]
@@ -126,3 +129,90 @@ def result_payload(
         "timings_ms": {**answer.times.as_ms(), "total_ms": round((time.monotonic() - started) * 1000, 2)},
         "prompt_tokens": answer.prompt_tokens,
     }
+
+
+class WatchTasks:
+    """Standing questions: triggered by motion, timers and the Analyze button; answers published retained."""
+
+    def __init__(self, core: AgentCore) -> None:
+        self.core = core
+        self._last_answer: dict[str, float] = {}
+        self._last_timer: dict[str, float] = {}
+
+    @property
+    def tasks(self) -> list[WatchTaskConfig]:
+        """The configured standing questions."""
+        return [task for task in self.core.config.tasks if isinstance(task, WatchTaskConfig)]
+
+    def on_motion(self, result: MotionResult) -> None:
+        """Motion on a camera: trigger its motion-driven watch tasks (cooldown permitting)."""
+        for task in self.tasks:
+            if task.on_motion and task.camera == result.camera:
+                self.trigger(task, "motion")
+
+    async def run_timers(self, tick_s: float = 0.5) -> None:
+        """Trigger interval watch tasks; intervals stretch with the degradation level."""
+        while True:
+            now = time.monotonic()
+            for task in self.tasks:
+                if task.interval_s is None:
+                    continue
+                interval = self.core.degradation().watch_interval_s(task.interval_s)
+                if now - self._last_timer.setdefault(task.name, now - interval) >= interval:
+                    self._last_timer[task.name] = now
+                    self.trigger(task, "timer")
+            await asyncio.sleep(tick_s)
+
+    def _cooling_down(self, task: WatchTaskConfig) -> bool:
+        return time.monotonic() - self._last_answer.get(task.name, -1e9) < task.cooldown_s
+
+    def trigger(self, task: WatchTaskConfig, trigger: Trigger, force: bool = False) -> Job | None:
+        """Queue the task's question (a waiting one for the same task is replaced); None when not now."""
+        limits = self.core.degradation().limits
+        if self.core.model is None or limits.watch_paused or limits.all_paused:
+            return None
+        if not force and self._cooling_down(task):
+            return None
+        job = Job(
+            f"watch:{task.name}",
+            Priority.BACKGROUND,
+            partial(self._run, task, trigger, time.monotonic()),
+            deadline=time.monotonic() + task.deadline_s,
+            replaces=f"watch:{task.name}",
+        )
+        return self.core.scheduler.submit(job)
+
+    async def _run(self, task: WatchTaskConfig, trigger: Trigger, started: float, ctx: JobContext) -> Any:
+        core = self.core
+        model = core.require_model()
+        if trigger in ("motion", "timer") and self._cooling_down(task):
+            raise JobRefusedError("cooldown", f"task {task.name}: answered less than cooldown_s ago")
+        frame = core.frames(task.camera)
+        if frame is None:
+            raise JobRefusedError("no_frame", f"camera {task.camera}: no frame yet")
+        state = core.degradation()
+        budget = state.image_budget(task.image_budget or core.config.model.image_budget)
+        try:
+            result = await answer_watch(
+                model,
+                task,
+                frame,
+                ctx,
+                image_budget=budget,
+                max_new_tokens=state.limits.max_new_tokens,
+                jpeg_quality=core.config.agent.snapshot_quality,
+            )
+        except InvalidAnswerError as exc:
+            core.invalid += 1
+            log.warning("task %s: no valid answer: %s", task.name, exc)
+            core.publisher.publish_result(f"task/{task.name}/error", {"task": task.name, "error": str(exc)})
+            return None
+        self._last_answer[task.name] = time.monotonic()
+        core.answers += 1
+        core.decode_tokens_per_s = result.answer.decode_tokens_per_s
+        payload = result_payload(task, result, trigger, model, level=int(state.level), started=started)
+        if task.snapshot:
+            core.publisher.publish_spooled(f"task/{task.name}/snapshot", result.snapshot.jpeg, retain=True)
+        core.publisher.publish_result(f"task/{task.name}", payload, retain=True)
+        log.info("task %s (%s): %s", task.name, trigger, payload["value"])
+        return payload

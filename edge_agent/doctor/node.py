@@ -17,6 +17,7 @@ from edge_agent.doctor.check import Check, fail, ok, warn
 from edge_agent.health.admission import estimate_memory
 from edge_agent.health.probes import Probes
 from edge_agent.model.store.files import ModelFiles, ModelFilesError, locate_model, verify_manifest
+from edge_agent.model.store.geometry import model_sizes
 
 MIN_PYTHON = (3, 10)
 MIN_ONNXRUNTIME = (1, 23)
@@ -91,7 +92,9 @@ def check_memory(files: ModelFiles | None, probes: Probes, model: ModelConfig, h
     have = f"{_mb(memory.available_mb)} available of {_mb(memory.total_mb)}"
     if files is None:
         return warn("memory", f"{have}; the model was not found, so its needs are unknown")
-    estimate = estimate_memory(files, model.max_context, health.admission_margin_pct, health.admission_margin_mb)
+    estimate = estimate_memory(
+        model_sizes(files), model.max_context, health.admission_margin_pct, health.admission_margin_mb
+    )
     need = estimate.total_mb
     detail = f"the {files.variant} model {estimate.describe()}; {have}"
     if need > memory.total_mb:

@@ -66,7 +66,7 @@ def _sensor(uid: str, name: str, topic: str, template: str, **extra: Any) -> dic
     return {"p": "sensor", "name": name, "unique_id": uid, "state_topic": topic, "value_template": template, **extra}
 
 
-def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+def _node_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
     uid = config.device.id
     diagnostic = {"entity_category": "diagnostic"}
     measure = {"state_class": "measurement", **diagnostic}
@@ -107,6 +107,14 @@ def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             icon="mdi:thermometer-alert",
             **diagnostic,
         ),
+    }
+
+
+def _queue_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+    uid = config.device.id
+    diagnostic = {"entity_category": "diagnostic"}
+    measure = {"state_class": "measurement", **diagnostic}
+    return {
         "queue_depth": _sensor(
             f"{uid}_queue_depth", "Requests waiting", topics.health, "{{ value_json.agent.queue_depth }}", **measure
         ),
@@ -131,6 +139,10 @@ def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             **diagnostic,
         ),
     }
+
+
+def _diagnostics(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
+    return _node_sensors(config, topics) | _queue_sensors(config, topics)
 
 
 def _controls(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.model.media.resample import resize_like_pillow
 from edge_agent.model.media.vision import (
     BUDGETS,
     ImageError,
@@ -225,12 +224,13 @@ def test_unusable_frames_are_refused(frame: np.ndarray) -> None:
 # --- resampling --------------------------------------------------------------------------------------------------
 
 
-def test_resize_keeps_flat_images_flat_and_same_size_images_unchanged() -> None:
-    flat = np.full((37, 91, 3), (0, 128, 255), dtype=np.uint8)
-    for height, width in ((48, 48), (10, 300), (200, 13), (37, 40)):
-        assert (resize_like_pillow(flat, height, width) == (0, 128, 255)).all()
-    noise = np.random.default_rng(0).integers(0, 256, (37, 91, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(resize_like_pillow(noise, 37, 91), noise)
+def test_resize_keeps_flat_images_flat() -> None:
+    expected = (np.array([0, 128, 255]) * (1 / 255)).astype(np.float32)
+    for height, width in ((37, 91), (10, 300), (200, 13), (1000, 160), (4000, 48), (48, 4000)):  # both pass orders
+        result = preprocess_image(np.full((height, width, 3), (255, 128, 0), dtype=np.uint8), 70)
+        assert result.resized_hw != (height, width)
+        valid = result.pixel_values[: result.num_soft_tokens * 9].reshape(-1, 3)
+        assert (valid == expected).all(), (height, width)
 
 
 # --- files -------------------------------------------------------------------------------------------------------

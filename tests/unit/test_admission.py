@@ -13,16 +13,14 @@ from pydantic import ValidationError
 from edge_agent.config.node import HealthConfig, ModelConfig
 from edge_agent.health.admission import (
     MIB,
-    CacheLayer,
     MemoryEstimate,
     admit,
     decide,
     estimate_memory,
     fallback_location,
-    kv_bytes_per_value,
-    read_kv_geometry,
 )
 from edge_agent.model.store.files import ModelFilesError, locate_model
+from edge_agent.model.store.geometry import CacheLayer, kv_bytes_per_value, model_sizes, read_kv_geometry, sizes_at
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = REPO / "models/tiny-gemma4"  # stands in for E2B
@@ -103,7 +101,7 @@ def test_the_tiny_geometry_matches_the_cache_the_engine_really_grows() -> None:
 
 def test_estimate_counts_the_variants_files_kv_cache_and_margin() -> None:
     files = locate_model(LARGE, "q4", verify=False)
-    estimate = estimate_memory(files, 4096, margin_pct=25, margin_mb=150)
+    estimate = estimate_memory(model_sizes(files), 4096, margin_pct=25, margin_mb=150)
     kv = read_kv_geometry(LARGE / "config.json").cache_bytes(4096, 4)
     assert estimate.files_bytes == q4_bytes(LARGE)
     assert estimate.kv_cache_bytes == kv
@@ -114,15 +112,15 @@ def test_estimate_counts_the_variants_files_kv_cache_and_margin() -> None:
 
 def test_a_model_that_fits_is_loaded() -> None:
     model = ModelConfig(path=LARGE, fallback_path=SMALL)
-    admission = admit(model, NO_FIXED_MARGIN, memory_available_mb=4000)
+    admission = admit(model, NO_FIXED_MARGIN, memory_available_mb=4000, sizes_at=sizes_at)
     assert admission.decision == "load" and admission.chosen == admission.primary
     assert admission.reason.startswith("tiny-gemma4-b (q4) needs ~")
     assert admission.reason.endswith("; 4000 MB available (memory available now)")
 
 
 def test_a_memory_limit_picks_the_smaller_variant_when_configured() -> None:
-    large = admit(ModelConfig(path=LARGE), NO_FIXED_MARGIN, None).primary
-    small = admit(ModelConfig(path=SMALL), NO_FIXED_MARGIN, None).primary
+    large = admit(ModelConfig(path=LARGE), NO_FIXED_MARGIN, None, sizes_at).primary
+    small = admit(ModelConfig(path=SMALL), NO_FIXED_MARGIN, None, sizes_at).primary
     assert small.total_mb < large.total_mb
     between = (small.total_mb + large.total_mb) / 2
     admission = decide(large, small, memory_available_mb=4000, memory_limit_mb=between)
@@ -133,7 +131,7 @@ def test_a_memory_limit_picks_the_smaller_variant_when_configured() -> None:
 
 def test_a_model_that_does_not_fit_the_limit_is_refused_with_the_numbers() -> None:
     model = ModelConfig(path=LARGE, fallback_path=SMALL, memory_limit_mb=1200)
-    admission = admit(model, HealthConfig(admission_margin_mb=2000), memory_available_mb=4000)
+    admission = admit(model, HealthConfig(admission_margin_mb=2000), memory_available_mb=4000, sizes_at=sizes_at)
     assert admission.decision == "refuse" and admission.chosen is None
     primary, fallback = admission.primary, admission.fallback
     assert fallback is not None and primary.margin_bytes > 2000 * MIB
@@ -180,4 +178,4 @@ def test_fallback_config(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="greater than or equal to 64"):
         ModelConfig(path=LARGE, memory_limit_mb=10)
     with pytest.raises(ModelFilesError, match="missing"):
-        admit(ModelConfig(path=LARGE, fallback_path=tmp_path), NO_FIXED_MARGIN, 4000)
+        admit(ModelConfig(path=LARGE, fallback_path=tmp_path), NO_FIXED_MARGIN, 4000, sizes_at)

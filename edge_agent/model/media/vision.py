@@ -1,4 +1,4 @@
-"""Gemma 4 image preprocessing in numpy + OpenCV, equal to transformers 5.23's Gemma 4 image processor.
+"""Gemma 4 image preprocessing in numpy, OpenCV and Pillow, equal to transformers 5.23's Gemma 4 image processor.
 
 Checked in transformers 5.23 `models/gemma4/image_processing_pil_gemma4.py` (Gemma4ImageProcessorPil; the torchvision
 twin image_processing_gemma4.py shares the size rule), `image_processing_backends.py` (PilBackend) and
@@ -11,8 +11,13 @@ with its output (goldens written by models/vision_goldens.py):
   48-pixel step; small images grow. A side that floors to 0 becomes 48 and the other floor(long / short) * 48,
   at most budget * 48 (very long strips are squashed, not cropped).
 - Resize: none when the size already matches; else PIL `Image.resize(size, BICUBIC)` of the uint8 RGB image
-  (reducing_gap None), reproduced bit for bit by edge_agent.model.media.resample (Pillow 13's fixed-point two-pass
-  algorithm; OpenCV's INTER_CUBIC differs by up to 0.3 here). The torchvision twin resizes with
+  (reducing_gap None), done here by Pillow itself the same way (mode "RGB", uint8 in and out: the reference
+  rescales after resizing, so no float "F" images). Pillow rounds to uint8 between its two fixed-point passes, so
+  their order matters, and Pillow 13 changed it: rows first when the height shrinks by more than twice as many
+  pixels as the width, else columns first (Pillow 10 to 12 always go columns first: up to 24 levels off on noise
+  in the other case). The goldens come from Pillow 13, which needs Python >= 3.11, so the passes are two one-axis
+  resize calls in Pillow 13's order, equal to Pillow 13's one call on every Pillow from 10 (checked with 10.0,
+  11.3, 12.3 and 13.0). OpenCV's INTER_CUBIC differs by up to 0.3 here. The torchvision twin resizes with
   torchvision's antialiased bicubic instead, which is not expected to match Pillow to the level (not checked here:
   no torchvision); the goldens come from the Pillow backend, the one transformers uses without torchvision.
 - Rescale: uint8 -> float64 * rescale_factor (1/255) -> float32, so every value is float32(k / 255).
@@ -36,9 +41,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from edge_agent.model.media.processor_config import checked_scalar, settings_from_model_dir
-from edge_agent.model.media.resample import resize_like_pillow
 
 __all__ = [
     "BUDGETS",
@@ -52,7 +57,7 @@ __all__ = [
 ]
 
 BUDGETS: tuple[int, ...] = (70, 140, 280, 560, 1120)
-PIL_BICUBIC = 3
+PIL_BICUBIC = int(Image.Resampling.BICUBIC)  # 3, as processor configs save it
 
 
 class ImageError(ValueError):
@@ -172,6 +177,18 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] uint8 RGB resized to [height, width, 3] by Pillow's bicubic filter, as Pillow 13 resizes it."""
+    image = Image.fromarray(np.ascontiguousarray(rgb))  # uint8 [H, W, 3]: mode "RGB"
+    in_height, in_width = rgb.shape[:2]
+    # One axis per call, in Pillow 13's pass order, so that older Pillows (Python 3.10 gets at most 12) agree too.
+    if in_height - height > max(2 * (in_width - width), 0):
+        image = image.resize((in_width, height), Image.Resampling.BICUBIC)  # rows first
+    else:
+        image = image.resize((width, in_height), Image.Resampling.BICUBIC)  # columns first
+    return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
 def _value_table(settings: VisionSettings) -> np.ndarray:
     """[256, 1, 3] float32 (an OpenCV 3-channel LUT): each uint8 level of each channel after rescale and normalize."""
     levels = np.arange(256, dtype=np.float64)
@@ -192,7 +209,7 @@ def preprocess_image(bgr: np.ndarray, budget: int, settings: VisionSettings | No
     rgb = _as_rgb(bgr)
     height, width = target_size(rgb.shape[0], rgb.shape[1], budget, settings)
     if (height, width) != rgb.shape[:2]:
-        rgb = resize_like_pillow(rgb, height, width)
+        rgb = _resize(rgb, height, width)
     patch = settings.patch_size
     rows, cols = height // patch, width // patch
     count, max_patches = rows * cols, budget * settings.pooling_kernel_size**2

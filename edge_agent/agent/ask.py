@@ -1,0 +1,93 @@
+"""Questions on `ask` (MQTT, Home Assistant's text and button): queued, answered with tools, replied with context."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from functools import partial
+from typing import Any
+
+from edge_agent.agent.converse import converse
+from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
+from edge_agent.agent.shared import AgentCore
+from edge_agent.agent.watch import WatchTasks
+from edge_agent.messages import AskReply, AskRequest
+from edge_agent.model.runtime.answer import Question
+
+ASK_SYSTEM = "You are the assistant of a home, running on a small local computer. Answer briefly."
+
+
+class Questions:
+    """The ask service's handler: a question becomes an interactive job; the Analyze button runs every watch task."""
+
+    def __init__(self, core: AgentCore, watch: WatchTasks) -> None:
+        self.core, self.watch = core, watch
+
+    async def ask(self, request: AskRequest) -> AskReply:
+        """Queue the question, wait for the model, reply with context."""
+        core = self.core
+        if core.model is None and not core.model_pending:
+            return AskReply("error", error=f"no model loaded: {core.model_error}")
+        if core.degradation().limits.all_paused:
+            return AskReply("busy", error=f"paused: {core.degradation().reason}")
+        if request.question is None:  # the Analyze button: every standing question now
+            jobs = [self.watch.trigger(task, "button", force=True) for task in self.watch.tasks]
+            started = [job.name for job in jobs if job is not None and not job.future.done()]
+            label = core.model.label if core.model is not None else None
+            return AskReply("ok", answer=f"analysing: {', '.join(started) or 'no watch tasks'}", model=label)
+        if request.camera is not None and request.camera not in {c.name for c in core.config.cameras}:
+            return AskReply("error", error=f"no camera named {request.camera!r}")
+        deadline = time.monotonic() + core.config.mqtt.ask_timeout_s
+        job = core.scheduler.submit(Job("ask", Priority.INTERACTIVE, partial(self._run, request), deadline=deadline))
+        try:
+            payload = await job.future
+        except JobRefusedError as exc:
+            return AskReply("busy" if exc.status == "busy" else "error", error=str(exc))
+        except asyncio.CancelledError:  # the ask service gave up (timeout) or the node is stopping
+            self._abandon(job)
+            raise
+        return AskReply("ok", answer=payload.pop("answer"), model=payload["model"], meta=payload)
+
+    def _abandon(self, job: Job) -> None:
+        if self.core.scheduler.current is job:
+            self.core.scheduler.cancel_current()
+        elif not job.future.done():
+            job.future.cancel()
+
+    async def _run(self, request: AskRequest, ctx: JobContext) -> dict[str, Any]:
+        core = self.core
+        model = core.require_model()
+        state = core.degradation()
+        frame = core.frames(request.camera) if request.camera else None
+        if request.camera and frame is None:
+            raise JobRefusedError("no_frame", f"camera {request.camera}: no frame yet")
+        tools = tuple(core.toolbox.specs()) if core.config.agent.ask_tools else ()
+        question = Question(
+            request.question or "",
+            images=(frame.image,) if frame is not None else (),
+            system=ASK_SYSTEM,
+            image_budget=state.image_budget(core.config.model.image_budget),
+            thinking=core.config.model.thinking,
+            tools=tools,
+        )
+        exchange = await converse(
+            model,
+            core.toolbox,
+            question,
+            ctx,
+            task="ask",
+            allowed=None,
+            max_steps=core.config.agent.ask_max_steps,
+            max_new_tokens=state.limits.max_new_tokens,
+        )
+        core.decode_tokens_per_s = exchange.decode_tokens_per_s
+        snapshot = f"{frame.camera}-{frame.index}" if frame is not None else None
+        return {
+            **exchange.to_json(),
+            "task": "ask",
+            "camera": request.camera,
+            "trigger": "ask",
+            "model": model.label,
+            "degradation_level": int(state.level),
+            "snapshot_id": snapshot,
+        }

@@ -1,0 +1,105 @@
+"""What the agent's handlers share: the config, the tools, the model queue, the loaded model and the counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edge_agent.agent.model_host import LoadedModel, ModelRefusedError, load_model
+from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority, Scheduler
+from edge_agent.config import Config, HealthConfig, ModelConfig
+from edge_agent.health.degrade import DegradationState
+from edge_agent.messages import Frame
+from edge_agent.model.runtime.engine import EngineError
+from edge_agent.model.store.files import ModelFilesError
+from edge_agent.tools import Toolbox
+
+log = logging.getLogger("edge_agent.agent.core")
+ModelChoice = tuple[ModelConfig, HealthConfig, bool]  # model section, health section, use the fallback
+
+
+class ResultPublisher(Protocol):
+    """What the agent needs from the MQTT link."""
+
+    def publish_result(self, suffix: str, payload: dict[str, Any], *, retain: bool = False) -> Any:
+        """Spool a JSON result for `<base>/<suffix>`."""
+
+    def publish_spooled(self, suffix: str, body: bytes, *, retain: bool = False) -> Any:
+        """Spool raw bytes (a JPEG) for `<base>/<suffix>`."""
+
+    def publish_event(self, data: dict[str, Any]) -> None:
+        """Spool a Home Assistant event."""
+
+
+class AgentCore:
+    """Owns the scheduler and the loaded model; reconfigurable (tasks, tools) without reloading the model."""
+
+    def __init__(
+        self,
+        config: Config,
+        toolbox: Toolbox,
+        publisher: ResultPublisher,
+        frames: Callable[[str], Frame | None],
+        degradation: Callable[[], DegradationState],
+    ) -> None:
+        self.config, self.toolbox, self.publisher = config, toolbox, publisher
+        self.frames, self.degradation = frames, degradation
+        self.scheduler = Scheduler(config.agent.queue_size)
+        self.model: LoadedModel | None = None
+        self.model_error: str | None = "loading"
+        self.answers = 0
+        self.invalid = 0
+        self.decode_tokens_per_s = 0.0  # of the last generation
+        self.model_pending = True  # a model (re)load is queued or running (the app loads one at start)
+        self.on_model_change: Callable[[], None] = lambda: None
+
+    def reconfigure(self, config: Config, toolbox: Toolbox) -> None:
+        """New tasks and tools (SIGHUP); the model and the queue stay."""
+        self.config, self.toolbox = config, toolbox
+        self.scheduler.size = config.agent.queue_size
+
+    def require_model(self) -> LoadedModel:
+        """The loaded model, or a refusal saying why there is none."""
+        if self.model is None:
+            raise JobRefusedError("no_model", f"no model loaded: {self.model_error}")
+        return self.model
+
+    def schedule_model_load(self, choices: list[ModelChoice], why: str) -> Job:
+        """Replace the model between two inferences: free the old sessions, load the first choice that loads."""
+
+        async def swap(_ctx: JobContext) -> None:
+            self.model, self.model_error = None, "reloading"
+            for model, health, use_fallback in choices:
+                try:
+                    self.model = await asyncio.to_thread(load_model, model, health, use_fallback)
+                    self.model_error = None
+                    break
+                except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
+                    self.model_error = str(exc)
+                    log.error("model %s not loaded: %s", model.path, exc)
+
+        async def run(ctx: JobContext) -> None:
+            try:
+                await swap(ctx)
+            finally:
+                self.model_pending = False
+                self.on_model_change()
+
+        log.info("model: %s", why)
+        self.model_pending = True
+        return self.scheduler.submit(Job("model-load", Priority.INTERACTIVE, run))
+
+    def stats(self) -> dict[str, Any]:
+        """Queue and answer counters for the `health` JSON."""
+        scheduler = self.scheduler
+        return {
+            "queue_depth": scheduler.depth,
+            "busy": scheduler.current.name if scheduler.current is not None else None,
+            "completed": scheduler.completed,
+            "refused": dict(scheduler.refused),
+            "answers": self.answers,
+            "invalid_answers": self.invalid,
+            "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
+        }
