@@ -7,7 +7,6 @@ import json
 import sys
 import threading
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +88,10 @@ def record(device: str | None, seconds: float, out: Path, sample_rate: int) -> i
     timer.start()
     mic.run(keep, stop)
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    with wave.open(str(out), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2").tobytes())
+    import soundfile  # type: ignore[import-untyped]  # here: libsndfile is only needed to record
+
+    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
+    soundfile.write(str(out), pcm, RATE, subtype="PCM_16", format="WAV")
     return len(samples)
 
 

@@ -153,7 +153,9 @@ class MicrophoneConfig(Section):
         description="Input device name (a substring is enough) or index; default: the system default.",
     )
     file: FilePath | None = Field(
-        default=None, description="Read audio from this WAV (or raw int16) file instead of a device."
+        default=None,
+        description="Read audio from this file instead of a device: WAV, FLAC, OGG (what libsndfile reads), "
+        "or int16 samples in a .raw/.pcm/.s16 file.",
     )
     sample_rate: int = Field(
         default=16000, ge=8000, le=192000, description="Capture rate in Hz; audio is resampled to 16 kHz."

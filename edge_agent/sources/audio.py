@@ -1,12 +1,13 @@
-"""The microphone: sounddevice capture into a bounded ring buffer, or a WAV/raw file; 16 kHz mono out."""
+"""The microphone: sounddevice capture into a bounded ring buffer, or an audio file; 16 kHz mono out."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import logging
 import threading
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from edge_agent.audio_io import RAW_SUFFIXES, AudioFileError, read_audio
 from edge_agent.config import MicrophoneConfig
 from edge_agent.messages import AudioChunk
 from edge_agent.service import Backoff
@@ -99,6 +101,27 @@ class DeviceClock:
         return ahead if ahead > slack else None
 
 
+def rescan_devices(sd: ModuleType) -> None:
+    """Make PortAudio list the devices afresh, so that a replugged microphone is found again."""
+    # No public rescan in sounddevice 0.5 (maintainer's advice, python-sounddevice#125: _terminate/_initialize).
+    terminate, initialize = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+    if not (callable(terminate) and callable(initialize)):
+        _warn_no_rescan()
+        return
+    with contextlib.suppress(sd.PortAudioError):  # not initialised (an earlier retry failed): nothing to end
+        terminate()
+    try:
+        initialize()
+    except sd.PortAudioError as exc:
+        log.warning("microphone: cannot reinitialise PortAudio (%s); trying again on the next retry", exc)
+
+
+@functools.cache
+def _warn_no_rescan() -> None:
+    """Say once that this sounddevice cannot rescan devices."""
+    log.warning("microphone: this sounddevice cannot rescan devices; a replugged one is found after a restart")
+
+
 class SoundDeviceMicrophone:
     """Captures through PortAudio; a vanished device is reopened with backoff."""
 
@@ -121,8 +144,7 @@ class SoundDeviceMicrophone:
                 self.state = "reconnecting"
                 log.warning("microphone: %s; retrying in %.1f s", exc, delay)
                 stop.wait(delay)
-                sd._terminate()  # PortAudio lists devices once per initialisation: rescan for replugged ones
-                sd._initialize()
+                rescan_devices(sd)
 
     def _capture(self, sd: ModuleType, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
         ring: collections.deque[np.ndarray] = collections.deque(
@@ -170,34 +192,17 @@ class SoundDeviceMicrophone:
 
 
 def read_audio_file(path: Path, sample_rate: int = RATE, channels: int = 1) -> tuple[np.ndarray, int]:
-    """Samples in [-1, 1] (frames x channels) and the rate of a PCM WAV file, or of raw int16 audio."""
-    if path.suffix.lower() != ".wav":
-        data = np.frombuffer(path.read_bytes(), dtype="<i2")
-        return (data[: len(data) // channels * channels].reshape(-1, channels) / 32768.0).astype(
-            np.float32
-        ), sample_rate
+    """Samples in [-1, 1] (frames x channels) and the rate of an audio file, or of raw int16 audio."""
     try:
-        with wave.open(str(path), "rb") as wav:
-            width, rate, count = wav.getsampwidth(), wav.getframerate(), wav.getnchannels()
-            raw = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise SourceError(f"{path}: not a PCM WAV file ({exc})", permanent=True) from None
-    samples: np.ndarray
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width in (2, 4):
-        samples = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        ints = bytes3[:, 0].astype(np.int32) | bytes3[:, 1].astype(np.int32) << 8 | bytes3[:, 2].astype(np.int32) << 16
-        samples = (np.where(ints >= 1 << 23, ints - (1 << 24), ints) / float(1 << 23)).astype(np.float32)
-    else:
-        raise SourceError(f"{path}: unsupported sample width {width * 8} bit", permanent=True)
-    return samples.reshape(-1, count), rate
+        return read_audio(path, raw_rate=sample_rate, raw_channels=channels)
+    except AudioFileError as exc:
+        raw = path.suffix.lower() in RAW_SUFFIXES
+        kind = "headerless int16 audio" if raw else "a PCM WAV file or other audio libsndfile reads"
+        raise SourceError(f"{exc.path}: not {kind} ({exc.reason})", permanent=True) from None
 
 
 class FileMicrophone:
-    """Plays a WAV or raw int16 file as if it were a microphone (demo and tests)."""
+    """Plays an audio file (WAV, FLAC, ... or raw int16) as if it were a microphone (demo and tests)."""
 
     def __init__(self, config: MicrophoneConfig) -> None:
         assert config.file is not None
