@@ -48,21 +48,34 @@ def apply_repetition_penalty(logits: np.ndarray, seen: Sequence[int], penalty: f
     return out
 
 
-def filter_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
-    """Temperature, then top-k, top-p and min-p: removed tokens get -inf."""
-    out: np.ndarray = logits.astype(np.float64) / params.temperature
-    if 0 < params.top_k < out.size:
-        kth = np.partition(out, -params.top_k)[-params.top_k]
-        out[out < kth] = -np.inf
+def candidates(logits: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """Temperature, then top-k, top-p and min-p: the surviving ids (ascending) and their scaled scores.
+
+    Top-k picks its k candidates with one partition over the vocabulary; everything after it works on those
+    k only. Ids stay in ascending order, so a seeded draw picks what a draw over the whole vocabulary would."""
+    if 0 < params.top_k < logits.size:
+        ids = np.sort(np.argpartition(logits, -params.top_k)[-params.top_k :])
+    else:
+        ids = np.arange(logits.size)
+    scores = logits[ids].astype(np.float64) / params.temperature
     if params.top_p < 1.0 or params.min_p > 0.0:
-        probs = _softmax(out)
+        probs = _softmax(scores)
+        keep = np.ones(ids.size, dtype=bool)
         if params.top_p < 1.0:
             order = np.argsort(-probs, kind="stable")
-            cumulative = np.cumsum(probs[order])
-            drop = cumulative - probs[order] >= params.top_p  # keep the smallest set reaching top_p
-            out[order[drop]] = -np.inf
+            ranked = probs[order]
+            keep[order[np.cumsum(ranked) - ranked >= params.top_p]] = False  # the smallest set reaching top_p
         if params.min_p > 0.0:
-            out[probs < params.min_p * probs.max()] = -np.inf
+            keep &= probs >= params.min_p * probs.max()
+        ids, scores = ids[keep], scores[keep]
+    return ids, scores
+
+
+def filter_logits(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """The scaled logits with every token the filters remove set to -inf (for inspection and tests)."""
+    ids, scores = candidates(logits, params)
+    out = np.full(logits.size, -np.inf)
+    out[ids] = scores
     return out
 
 
@@ -83,5 +96,5 @@ class Sampler:
         scores = apply_repetition_penalty(logits, seen, self.params.repetition_penalty)
         if self.params.greedy:
             return int(np.argmax(scores))
-        probs = _softmax(filter_logits(scores, self.params))
-        return int(self._rng.choice(probs.size, p=probs))
+        ids, kept = candidates(scores, self.params)
+        return int(ids[self._rng.choice(ids.size, p=_softmax(kept))])
