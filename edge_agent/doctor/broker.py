@@ -8,37 +8,10 @@ import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.config import MqttConfig
 from edge_agent.doctor.check import Check, fail, ok
-
-
-def _client(config: MqttConfig, device_id: str) -> mqtt.Client:
-    """A paho client with the node's protocol, credentials and TLS, but its own client id and no last will.
-
-    The node's own client id would take over the running daemon's session, and its last will would
-    announce the node `offline`.
-    """
-    v5 = config.protocol == "5"
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"edge-agent-doctor-{device_id}-{os.getpid()}",
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    if config.username is not None:
-        client.username_pw_set(config.username, config.password.get_secret_value() if config.password else None)
-    if config.tls is not None:
-        tls = config.tls
-        client.tls_set(
-            ca_certs=str(tls.ca) if tls.ca else None,
-            certfile=str(tls.cert) if tls.cert else None,
-            keyfile=str(tls.key) if tls.key else None,
-            keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
-        )
-        client.tls_insecure_set(tls.insecure)
-    return client
+from edge_agent.sinks.mqtt import MqttSetupError, make_client
 
 
 def _describe(config: MqttConfig) -> str:
@@ -53,9 +26,11 @@ def _describe(config: MqttConfig) -> str:
 def check_broker(config: MqttConfig, device_id: str, timeout_s: float = 5.0) -> Check:
     """Connect, wait for the CONNACK and report its reason; disconnect at once."""
     where = _describe(config)
-    try:
-        client = _client(config, device_id)
-    except (ssl.SSLError, OSError, ValueError) as exc:
+    try:  # its own client id (the node's would take over the daemon's session) and no last will (`offline`)
+        client = make_client(config, f"edge-agent-doctor-{device_id}-{os.getpid()}")
+    except MqttSetupError as exc:
+        return fail("broker", f"{where}: cannot load the TLS certificates or key: {exc.__cause__}")
+    except (OSError, ValueError) as exc:
         return fail("broker", f"{where}: cannot load the TLS certificates or key: {exc}")
     client.connect_timeout = timeout_s
     replies: list[Any] = []

@@ -45,16 +45,17 @@ def open_spool(config: MqttConfig) -> Spool:
     return Spool(path, config.spool_max_messages, config.spool_max_age_h * 3600, sync=config.spool_fsync)
 
 
-def make_client(config: MqttConfig, device_id: str, will_topic: str) -> mqtt.Client:
-    """A configured but unconnected paho client."""
+def make_client(config: MqttConfig, client_id: str, will_topic: str | None = None) -> mqtt.Client:
+    """An unconnected paho client with the config's protocol, credentials and TLS, and a last will on `will_topic`."""
     v5 = config.protocol == "5"
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=config.client_id or f"edge-agent-{device_id}",
+        client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         clean_session=None if v5 else True,
     )
-    client.will_set(will_topic, "offline", qos=1, retain=True)
+    if will_topic is not None:
+        client.will_set(will_topic, "offline", qos=1, retain=True)
     if config.username is not None:
         password = config.password.get_secret_value() if config.password else None
         client.username_pw_set(config.username, password)
@@ -67,11 +68,9 @@ def make_client(config: MqttConfig, device_id: str, will_topic: str) -> mqtt.Cli
                 keyfile=str(tls.key) if tls.key else None,
                 keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
             )
-        except (ssl.SSLError, OSError) as exc:
-            raise MqttSetupError(f"mqtt.tls: cannot load the certificates or key: {exc}") from None
+        except (ssl.SSLError, OSError, ValueError) as exc:  # the cause is kept for `edge-agent doctor`
+            raise MqttSetupError(f"mqtt.tls: cannot load the certificates or key: {exc}") from exc
         client.tls_insecure_set(tls.insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
-    client.max_inflight_messages_set(MAX_INFLIGHT)
     return client
 
 
@@ -83,7 +82,9 @@ class MqttLink:
         self.base = f"{config.base_topic}/{device_id}"
         self.availability_topic = f"{self.base}/availability"
         self.spool = spool
-        self.client = make_client(config, device_id, self.availability_topic)
+        self.client = make_client(config, config.client_id or f"edge-agent-{device_id}", self.availability_topic)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
+        self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.connected = asyncio.Event()
         self.on_connected: list[Callable[[], None]] = []  # run after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.model.media.processor_config import CONFIG_FILES as PROCESSOR_CONFIG_FILES
+from edge_agent.model.store.manifest import MANIFEST_NAME, file_problems, read_manifest, sha256_file
+from edge_agent.model.store.manifest import ModelFilesError as ModelFilesError  # noqa: PLC0414 (re-exported)
 
 VARIANT_SUFFIXES = {
     "fp32": "",
@@ -21,15 +22,10 @@ VARIANT_SUFFIXES = {
     "quantized": "_quantized",
     "bnb4": "_bnb4",
 }
-MANIFEST_NAME = "manifest.json"
 _REQUIRED_METADATA = ("config.json", "generation_config.json", "tokenizer.json")
 # Every small file read (or checked against the manifest) beside the graphs, the required ones first.
 METADATA_FILES = (*_REQUIRED_METADATA, "tokenizer_config.json", "chat_template.jinja", *PROCESSOR_CONFIG_FILES)
 _GRAPHS = ("embed_tokens", "decoder_model_merged", "vision_encoder", "audio_encoder")  # the first two are required
-
-
-class ModelFilesError(Exception):
-    """A model directory that cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -250,23 +246,6 @@ def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelF
     return files
 
 
-def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
-    """Feed the file (its first `limit` bytes) to every digest, in one read of 1 MiB blocks."""
-    with path.open("rb") as handle:
-        left = path.stat().st_size if limit is None else limit
-        while left > 0 and (block := handle.read(min(1 << 20, left))):
-            for digest in digests:
-                digest.update(block)
-            left -= len(block)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    hash_file(path, digest)
-    return digest.hexdigest()
-
-
 def write_manifest(root: Path, name: str | None = None) -> Path:
     """Write manifest.json listing every file under `root` with its size and sha256."""
     entries = [
@@ -280,25 +259,11 @@ def write_manifest(root: Path, name: str | None = None) -> Path:
 
 
 def verify_manifest(files: ModelFiles) -> bool:
-    """Check the files this variant uses against manifest.json; False when there is no manifest."""
-    manifest_path = files.root / MANIFEST_NAME
-    if not manifest_path.is_file():
+    """Check the files this variant uses against manifest.json (the first problem raised); False without one."""
+    if not (files.root / MANIFEST_NAME).is_file():
         return False
-    entries = read_json(manifest_path).get("files")
-    if not isinstance(entries, list):
-        raise ModelFilesError(f"{manifest_path}: 'files' must be a list")
-    listed = {str(e.get("path")): e for e in entries if isinstance(e, dict)}
-    used = [p for g in files.graphs() for p in g.paths]
-    used += [files.root / n for n in METADATA_FILES]
-    for path in used:
-        entry = listed.get(str(path.relative_to(files.root)))
-        if entry is None:
-            continue
-        if not path.is_file():
-            raise ModelFilesError(f"{path}: missing (listed in {MANIFEST_NAME})")
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            raise ModelFilesError(f"{path}: {size} bytes, {MANIFEST_NAME} says {entry.get('size')} (truncated?)")
-        if sha256_file(path) != entry.get("sha256"):
-            raise ModelFilesError(f"{path}: sha256 does not match {MANIFEST_NAME} (corrupted file)")
+    used = [str(path.relative_to(files.root)) for graph in files.graphs() for path in graph.paths]
+    problems = file_problems(files.root, read_manifest(files.root), [*used, *METADATA_FILES])
+    if (problem := next(problems, None)) is not None:
+        raise ModelFilesError(f"{files.root / problem.path}: {problem.problem}")
     return True

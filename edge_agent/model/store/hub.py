@@ -1,6 +1,7 @@
 """Pull a model from the Hugging Face hub (or a mirror of its API: $HF_ENDPOINT; a private repo: $HF_TOKEN): only the
 files one variant uses, each checked against the hub's own sha256 (LFS files) or git blob id (the others), through
-the staging directory and atomic switch every source shares. huggingface_hub is imported here only, when pulling."""
+the staging directory and atomic switch every source shares, resumed with Range requests through huggingface_hub's
+HTTP session. huggingface_hub is imported here only, when pulling."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import io
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.model.store.files import ModelFilesError, hash_file, variant_paths
-from edge_agent.model.store.manifest import safe_path
+from edge_agent.model.store.files import variant_paths
+from edge_agent.model.store.manifest import ModelFilesError, hash_file, safe_path
 from edge_agent.model.store.pull import Fetched, Progress, PullError, PullResult, install, interrupted, refused
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ HUB_PREFIX = "hf://"
 INSTALL_HINT = "pip install 'edge-agent[hub]'"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HEX = re.compile(r"[0-9a-f]+")
+_RETRIES = 5  # a dropped download is resumed this many times in a row without a byte received (as huggingface_hub)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def list_repo(repo_id: str, revision: str | None) -> tuple[str, dict[str, RepoSi
 
 
 class _StagingFile(io.FileIO):
-    """The staging file huggingface_hub writes into (appending to what an earlier pull left), reporting progress."""
+    """The staging file a download appends to (after what an earlier pull left), reporting progress."""
 
     def __init__(self, target: Path, entry: HubFile, progress: Progress | None) -> None:
         super().__init__(target, "r+" if target.is_file() else "w")
@@ -139,19 +143,54 @@ def _matches(entry: HubFile, target: Path) -> bool:
     return _check(entry, target)[1] is None
 
 
+def _get(url: str, headers: dict[str, str], out: _StagingFile) -> None:
+    """GET `url` onto the end of `out`; a dropped connection is resumed with a Range request from where `out` ends."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff, httpx
+
+    retries = _RETRIES
+    while True:
+        start = out.tell()
+        ranged = {**headers, "Range": f"bytes={start}-"} if start else headers
+        try:
+            with http_stream_backoff(
+                "GET",
+                url,
+                headers=ranged,
+                timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                retry_on_exceptions=(),
+                retry_on_status_codes=(408, 429),
+            ) as response:
+                hf_raise_for_status(response)
+                if start and response.status_code != 206:  # the Range was ignored: the whole file comes again
+                    out.seek(0)
+                    out.truncate()
+                for block in response.iter_bytes(chunk_size=constants.DOWNLOAD_CHUNK_SIZE):  # 10 MiB per write
+                    out.write(block)
+                    retries = _RETRIES
+                    if out.tell() > out.entry.size:
+                        return  # more than listed: the size check refuses it
+            return
+        except (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError) as exc:
+            if retries == 0:
+                raise
+            retries -= 1
+            log.warning("%s: %s after %d bytes. Trying to resume download...", out.entry.path, exc, out.tell())
+            time.sleep(1)
+
+
 def _download(url: str, headers: dict[str, str], entry: HubFile, target: Path, progress: Progress | None) -> Fetched:
-    """Download (or resume from what the staging directory holds) one file with huggingface_hub, then verify it."""
+    """Download (or resume from what the staging directory holds) one file, then verify it."""
     from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.file_download import http_get
 
     have = target.stat().st_size if target.is_file() else 0
     if have < entry.size:
         with _StagingFile(target, entry, progress) as out:
-            try:  # huggingface_hub itself retries a dropped connection with a Range request
-                http_get(url, out, resume_size=have, headers=headers, expected_size=entry.size)
+            try:
+                _get(url, headers, out)
             except HfHubHTTPError as exc:
                 raise PullError(f"{entry.path}: {exc}".splitlines()[0]) from None
-            except Exception as exc:  # the HTTP client's own errors, or a short file (OSError)
+            except Exception as exc:  # the HTTP client's own errors after the retries, or a full disk (OSError)
                 raise interrupted(entry, out.tell(), f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
     size = target.stat().st_size
     if size != entry.size:

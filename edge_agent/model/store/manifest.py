@@ -1,16 +1,38 @@
-"""Model directories on disk: manifests (files, sizes, sha256), full verification, listing and removal."""
+"""Model directories on disk: the store's error, file hashing, manifests (files, sizes, sha256), verification, listing
+and removal."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from edge_agent.model.store.files import MANIFEST_NAME, ModelFilesError, sha256_file
-
+MANIFEST_NAME = "manifest.json"
 PREVIOUS_SUFFIX = ".previous"  # the model a pull replaced, kept until the next pull or `models remove --previous`
+
+
+class ModelFilesError(Exception):
+    """A model directory that cannot be used; the message names the file."""
+
+
+def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
+    """Feed the file (its first `limit` bytes) to every digest, in one read of 1 MiB blocks."""
+    with path.open("rb") as handle:
+        left = path.stat().st_size if limit is None else limit
+        while left > 0 and (block := handle.read(min(1 << 20, left))):
+            for digest in digests:
+                digest.update(block)
+            left -= len(block)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    hash_file(path, digest)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,7 +102,11 @@ def read_manifest(model_dir: Path) -> Manifest:
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
         raise ModelFilesError(f"{path}: missing (a model without a manifest cannot be verified)")
-    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFilesError(f"{path}: not JSON ({exc})") from None
+    return parse_manifest(text, str(path))
 
 
 @dataclass(frozen=True)
@@ -91,23 +117,38 @@ class FileProblem:
     problem: str
 
 
+def file_problem(path: Path, entry: ManifestFile) -> str | None:
+    """What is wrong with the file at `path` against its manifest entry; None when its size and sha256 match."""
+    if not path.is_file():
+        return f"missing (listed in {MANIFEST_NAME})"
+    if (size := path.stat().st_size) != entry.size:
+        return f"{size} bytes, {MANIFEST_NAME} says {entry.size} (truncated?)"
+    if sha256_file(path) != entry.sha256:
+        return f"sha256 does not match {MANIFEST_NAME} (corrupted file)"
+    return None
+
+
+def file_problems(
+    model_dir: Path,
+    manifest: Manifest,
+    paths: Iterable[str] | None = None,
+    on_file: Callable[[str], None] | None = None,
+) -> Iterator[FileProblem]:
+    """Each listed file (only those of `paths` that are listed, in that order, when given) checked, as it goes."""
+    listed = {entry.path: entry for entry in manifest.files}
+    entries = manifest.files if paths is None else [listed[path] for path in paths if path in listed]
+    for entry in entries:
+        if on_file is not None:
+            on_file(entry.path)
+        if (problem := file_problem(model_dir / entry.path, entry)) is not None:
+            yield FileProblem(entry.path, problem)
+
+
 def verify_all(
     model_dir: Path, manifest: Manifest | None = None, on_file: Callable[[str], None] | None = None
 ) -> list[FileProblem]:
     """Every file checked for presence, size and sha256; the problems found (empty when all is well)."""
-    manifest = manifest or read_manifest(model_dir)
-    problems = []
-    for entry in manifest.files:
-        if on_file is not None:
-            on_file(entry.path)
-        path = model_dir / entry.path
-        if not path.is_file():
-            problems.append(FileProblem(entry.path, "missing"))
-        elif (size := path.stat().st_size) != entry.size:
-            problems.append(FileProblem(entry.path, f"{size} bytes, the manifest says {entry.size}"))
-        elif sha256_file(path) != entry.sha256:
-            problems.append(FileProblem(entry.path, "sha256 does not match (corrupted)"))
-    return problems
+    return list(file_problems(model_dir, manifest or read_manifest(model_dir), on_file=on_file))
 
 
 @dataclass(frozen=True)

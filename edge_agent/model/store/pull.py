@@ -15,8 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from edge_agent.model.store.files import MANIFEST_NAME, ModelFilesError, hash_file, sha256_file
-from edge_agent.model.store.manifest import PREVIOUS_SUFFIX, Manifest, ManifestFile, parse_manifest, read_manifest
+from edge_agent.model.store.manifest import (
+    MANIFEST_NAME,
+    PREVIOUS_SUFFIX,
+    Manifest,
+    ManifestFile,
+    ModelFilesError,
+    file_problem,
+    hash_file,
+    parse_manifest,
+    read_manifest,
+)
 
 CHUNK = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # leave room for the spool and logs
@@ -199,8 +208,8 @@ def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress
 
 
 def sha256_matches(entry: ManifestFile, path: Path) -> bool:
-    """The file's sha256 is the one listed."""
-    return sha256_file(path) == entry.sha256
+    """The file is the one listed: its size and sha256 match."""
+    return file_problem(path, entry) is None
 
 
 def _holds(model_dir: Path, files: Sequence[W], matches: Callable[[W, Path], bool]) -> bool:
