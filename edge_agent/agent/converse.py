@@ -10,6 +10,7 @@ from typing import Any
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext, JobRefusedError
 from edge_agent.model.runtime.answer import Answer, Question
+from edge_agent.model.runtime.context import Conversation
 from edge_agent.model.runtime.generate import GenerationSettings
 from edge_agent.prompt.chat import Message, strip_thoughts
 from edge_agent.prompt.tool_syntax import ToolCallParseError, parse_tool_calls
@@ -31,6 +32,7 @@ class Exchange:
     steps: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     decode_tokens_per_s: float = 0.0  # of the last generation
+    context: Conversation = field(default_factory=Conversation)  # the request's cache, reused by every step
 
     def add_times(self, answer: Answer) -> None:
         """Accumulate one generation's stage times."""
@@ -47,6 +49,12 @@ class Exchange:
             "refused_output": self.refusals,
             "steps": self.steps,
             "timings_ms": self.timings_ms,
+            "tokens": {
+                "prefilled": self.context.prefilled_tokens,
+                "reused": self.context.reused_tokens,
+                "context": len(self.context.ids),
+                "encoded_media": self.context.encoder_runs,
+            },
         }
 
 
@@ -59,7 +67,13 @@ def visible_text(model: LoadedModel, raw: str) -> str:
 
 
 async def generate_answer(
-    model: LoadedModel, question: Question, ctx: JobContext, max_new_tokens: int, constraint: Any = None
+    model: LoadedModel,
+    question: Question,
+    ctx: JobContext,
+    max_new_tokens: int,
+    *,
+    constraint: Any = None,
+    context: Conversation | None = None,
 ) -> Answer:
     """One generation on the inference thread; a cancelled or late generation raises JobRefusedError."""
     eos = set(model.eos_ids)
@@ -73,7 +87,7 @@ async def generate_answer(
         cancel=ctx.cancel,
         constraint=constraint,
     )
-    answer = await asyncio.to_thread(model.answerer.answer, question, settings, None, True)
+    answer = await asyncio.to_thread(model.answerer.answer, question, settings, None, True, context)
     if answer.finish_reason in _INTERRUPTED:
         raise JobRefusedError(_INTERRUPTED[answer.finish_reason], f"generation {answer.finish_reason}")
     return answer
@@ -90,16 +104,20 @@ async def converse(
     max_steps: int,
     max_new_tokens: int,
     tool_required: bool = False,
+    context: Conversation | None = None,
 ) -> Exchange:
-    """Answer `question` (whose `tools` the model may call), running each call through the toolbox."""
-    exchange = Exchange()
+    """Answer `question` (whose `tools` the model may call), running each call through the toolbox; every step
+    continues the request's `context` (its KV cache and encoded media) instead of starting over."""
+    exchange = Exchange(context=context or Conversation())
     steps: tuple[Message, ...] = ()
     while True:
         may_call = bool(question.tools) and exchange.steps < max_steps
         required = tool_required and exchange.steps == 0
         constraint = model.constraints.tool_calls(question.tools, required) if may_call else None
         budget = max(max_new_tokens, CALL_TOKENS) if may_call else max_new_tokens
-        answer = await generate_answer(model, replace(question, steps=steps), ctx, budget, constraint)
+        answer = await generate_answer(
+            model, replace(question, steps=steps), ctx, budget, constraint=constraint, context=exchange.context
+        )
         exchange.add_times(answer)
         exchange.finish_reason = answer.finish_reason
         try:

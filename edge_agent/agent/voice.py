@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -15,6 +16,7 @@ from edge_agent.agent.shared import AgentCore, log
 from edge_agent.config import VoiceTaskConfig
 from edge_agent.messages import Utterance
 from edge_agent.model.runtime.answer import Question
+from edge_agent.model.runtime.context import Conversation
 from edge_agent.tools import Toolbox
 
 TRANSCRIBE = "Transcribe the speech in this audio exactly, in its language. Reply with the transcript only."
@@ -25,9 +27,12 @@ VOICE_SYSTEM = (
 TRANSCRIPT_TOKENS = 96
 
 
-async def transcribe(model: LoadedModel, samples: np.ndarray, ctx: JobContext) -> str:
-    """What was said, by a short generation of its own."""
-    answer = await generate_answer(model, Question(TRANSCRIBE, audio=(samples,)), ctx, TRANSCRIPT_TOKENS)
+async def transcribe(model: LoadedModel, question: Question, ctx: JobContext, context: Conversation) -> str:
+    """What was said: the voice question's own prompt (system turn, tools, the clip) with a request to transcribe
+    instead of act, so it shares the clip's encoding and the prefilled prefix with the command that follows."""
+    request = replace(question, text=TRANSCRIBE)
+    constraint = model.constraints.no_tool_calls() if question.tools else None
+    answer = await generate_answer(model, request, ctx, TRANSCRIPT_TOKENS, constraint=constraint, context=context)
     return visible_text(model, answer.text)
 
 
@@ -41,10 +46,11 @@ async def handle_utterance(
     max_new_tokens: int,
 ) -> tuple[str | None, Exchange]:
     """Transcript (when configured) and the exchange: tool calls made, their outcomes, the spoken answer."""
-    transcript = await transcribe(model, samples, ctx) if task.transcribe else None
     system = VOICE_SYSTEM + ("\n" + task.instructions if task.instructions else "")
     tools = tuple(toolbox.specs(task.tools))
     question = Question("", audio=(samples,), system=system, thinking=task.thinking, tools=tools)
+    context = Conversation()
+    transcript = await transcribe(model, question, ctx, context) if task.transcribe else None
     exchange = await converse(
         model,
         toolbox,
@@ -55,6 +61,7 @@ async def handle_utterance(
         max_steps=task.max_steps,
         max_new_tokens=max_new_tokens,
         tool_required=task.tool_choice == "required",
+        context=context,
     )
     return transcript, exchange
 

@@ -97,7 +97,7 @@ async def answer_watch(
         thinking=task.thinking,
     )
     constraint = model.constraints.json_answer(task.answer, after_thought=task.thinking)
-    answer = await generate_answer(model, question, ctx, max_new_tokens, constraint)
+    answer = await generate_answer(model, question, ctx, max_new_tokens, constraint=constraint)
     text = answer.text
     if task.thinking:
         text = text.rsplit("<channel|>", 1)[-1]

@@ -51,7 +51,9 @@ class ScriptedAnswerer:
     def __init__(self, texts: list[str]) -> None:
         self.texts, self.questions = list(texts), []
 
-    def answer(self, question: Question, settings: Any, on_text: Any = None, special_tokens: bool = False) -> Answer:
+    def answer(
+        self, question: Question, settings: Any, on_text: Any = None, special_tokens: bool = False, context: Any = None
+    ) -> Answer:
         self.questions.append(question)
         times = StageTimes(0.0, 0.0, 0.0, 0.0, 0.0)
         return Answer(self.texts.pop(0), [], "eos", 1, (), (), False, times)

@@ -11,9 +11,18 @@ import numpy as np
 from edge_agent.messages import ToolSpec
 from edge_agent.model.media.audio import AudioInput, AudioSettings, audio_features
 from edge_agent.model.media.vision import ImageInput, VisionSettings, preprocess_image
-from edge_agent.model.runtime.engine import TextEngine
-from edge_agent.model.runtime.generate import GenerationSettings, generate
-from edge_agent.model.runtime.media_prompt import MediaUnsupportedError, PrefilledModel, build_media_prompt
+from edge_agent.model.runtime.context import Conversation, PrefixCache
+from edge_agent.model.runtime.engine import KVCache, TextEngine
+from edge_agent.model.runtime.generate import Generation, GenerationSettings
+from edge_agent.model.runtime.media_prompt import (
+    EncodedMedia,
+    MediaPrompt,
+    MediaUnsupportedError,
+    PrefilledModel,
+    encode_media,
+    merge_media,
+)
+from edge_agent.model.runtime.multimodal import MediaTokens
 from edge_agent.model.runtime.tokenizer import Tokenizer
 from edge_agent.prompt.chat import Media, Message, render_prompt
 
@@ -60,13 +69,22 @@ class Answer:
     audio_truncated: bool
     times: StageTimes
     decode_tokens_per_s: float = 0.0
+    prefilled_tokens: int = 0  # prompt positions this answer ran through the decoder
+    reused_tokens: int = 0  # prompt positions taken from a cached prefix instead
+
+
+DEFAULT_PREFIX_CACHE_BYTES = 64 * 2**20
 
 
 class Answerer:
     """One loaded model that answers questions; not thread-safe (one inference at a time)."""
 
-    def __init__(self, engine: TextEngine, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, engine: TextEngine, tokenizer: Tokenizer, prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES
+    ) -> None:
         self.engine, self.tokenizer = engine, tokenizer
+        self.prefixes = PrefixCache(prefix_cache_bytes)
+        self._placeholders = MediaTokens.from_info(engine.files.info).placeholders
         self.vision_settings = VisionSettings.from_model_dir(engine.files.root)
         self.audio_settings = AudioSettings.from_model_dir(engine.files.root)
 
@@ -93,42 +111,77 @@ class Answerer:
         turns += question.steps
         return self.tokenizer.encode(render_prompt(turns, question.tools, thinking=question.thinking))
 
+    def _media(self, question: Question, conversation: Conversation) -> tuple[EncodedMedia, float, float]:
+        """The question's encoded media, preprocessing and encoder seconds (none when this request has them)."""
+        key = tuple(id(item) for item in (*question.images, *question.audio))
+        if conversation.media is not None and conversation.media_key == key:
+            return conversation.media, 0.0, 0.0
+        started = time.monotonic()
+        images, clips = self.preprocess(question)
+        preprocess_s = time.monotonic() - started
+        media = encode_media(self.engine, images, clips)
+        conversation.media, conversation.media_key = media, key
+        conversation.encoder_runs += len(images) + len(clips)
+        conversation.audio_truncated = any(c.truncated for c in clips)
+        return media, preprocess_s, media.encoder_s
+
+    def _text_prefix(self, ids: list[int]) -> int:
+        """How many leading ids are text (before the first media placeholder): what may be shared between requests."""
+        return next((i for i, token in enumerate(ids) if token in self._placeholders), len(ids))
+
+    def _start(self, prompt: MediaPrompt, conversation: Conversation) -> KVCache | None:
+        own = conversation.start_for(prompt.ids)
+        if own is not None or conversation.cache is not None:
+            return own
+        return self.prefixes.longest(prompt.ids, min(self._text_prefix(prompt.ids), len(prompt.ids) - 1))
+
     def answer(
         self,
         question: Question,
         settings: GenerationSettings,
         on_text: Callable[[str], None] | None = None,
         special_tokens: bool = False,
+        conversation: Conversation | None = None,
     ) -> Answer:
-        """Run every stage and return the answer with its timings (`special_tokens`: keep tool-call markup)."""
+        """Run every stage and return the answer with its timings (`special_tokens`: keep tool-call markup).
+        With a `conversation` (one request's steps), its cache and encoded media are reused and updated."""
         self.check_supported(question)
+        conversation = conversation or Conversation()
+        media, preprocess_s, encoder_s = self._media(question, conversation)
         started = time.monotonic()
-        images, clips = self.preprocess(question)
-        preprocess_s = time.monotonic() - started
-        started = time.monotonic()
-        prompt = build_media_prompt(self.engine, self.prompt_ids(question), images, clips)
-        merge_s = time.monotonic() - started - prompt.encoder_s
-        result = generate(
-            PrefilledModel(self.engine, prompt),
-            prompt.ids,
-            settings,
-            self.tokenizer.stream(not special_tokens),
-            on_text,
+        prompt = merge_media(self.engine, self.prompt_ids(question), media)
+        start = self._start(prompt, conversation)
+        merge_s = time.monotonic() - started
+        generation = Generation(
+            PrefilledModel(self.engine, prompt, start), prompt.ids, settings, self.tokenizer.stream(not special_tokens)
         )
+        for step in generation:
+            if on_text is not None and step.text:
+                on_text(step.text)
+        result = generation.result
+        reused = start.length if start is not None else 0
+        if generation.cache is not None:
+            text = self._text_prefix(prompt.ids)
+            self.prefixes.store(prompt.ids[:text], generation.cache.truncated(min(text, generation.cache.length)))
+        conversation.remember(prompt.ids + result.ids, generation.cache)
+        conversation.prefilled_tokens += len(prompt.ids) - reused
+        conversation.reused_tokens += reused
         return Answer(
             text=result.text,
             ids=result.ids,
             finish_reason=result.finish_reason,
             prompt_tokens=len(prompt.ids),
-            image_tokens=tuple(i.num_soft_tokens for i in images),
-            audio_tokens=tuple(c.num_soft_tokens for c in clips),
-            audio_truncated=any(c.truncated for c in clips),
+            image_tokens=media.image_counts,
+            audio_tokens=media.audio_counts,
+            audio_truncated=conversation.audio_truncated,
             times=StageTimes(
                 preprocess_s=preprocess_s,
-                encoder_s=prompt.encoder_s,
+                encoder_s=encoder_s,
                 prefill_s=merge_s + result.prefill_s,
                 decode_s=result.decode_s,
-                ttft_s=preprocess_s + prompt.encoder_s + merge_s + result.ttft_s,
+                ttft_s=preprocess_s + encoder_s + merge_s + result.ttft_s,
             ),
             decode_tokens_per_s=result.decode_tokens_per_s,
+            prefilled_tokens=len(prompt.ids) - reused,
+            reused_tokens=reused,
         )

@@ -120,6 +120,25 @@ class ToolCallConstraint:
         return False
 
 
+class NoToolCall:
+    """Free text in which no tool call may start (a transcript asked for while tools are declared)."""
+
+    def __init__(self, vocab_size: int, tool_call_start_id: int) -> None:
+        self._allowed = np.ones(vocab_size, dtype=bool)
+        self._allowed[tool_call_start_id] = False
+
+    def allowed(self) -> np.ndarray | None:
+        """Every token but `<|tool_call>`."""
+        return self._allowed
+
+    def advance(self, token_id: int) -> None:
+        """Nothing to track."""
+
+    def finished(self) -> bool:
+        """Never: the model's own end of turn ends the generation."""
+        return False
+
+
 class ConstraintFactory:
     """Builds constraints for one model; holds the costly llguidance tokenizer and compiled grammars."""
 
@@ -173,3 +192,7 @@ class ConstraintFactory:
         grammar = llguidance.LLMatcher.grammar_from_lark(lark)
         self.matcher(grammar)  # compile now, so that a bad grammar fails before generation
         return ToolCallConstraint(self, grammar, required)
+
+    def no_tool_calls(self) -> NoToolCall:
+        """Free text without tool calls."""
+        return NoToolCall(self.vocab_size, self.tool_call_start_id)

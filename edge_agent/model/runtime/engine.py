@@ -50,6 +50,19 @@ class KVCache:
     tensors: dict[str, np.ndarray]
     length: int
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the keys and values."""
+        return sum(tensor.nbytes for tensor in self.tensors.values())
+
+    def truncated(self, length: int) -> KVCache:
+        """The first `length` positions, copied (a cache is never written in place, so both stay valid)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot keep {length} of {self.length} cached positions")
+        if length == self.length:
+            return self
+        return KVCache({name: np.ascontiguousarray(t[:, :, :length]) for name, t in self.tensors.items()}, length)
+
 
 def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
     """The providers to use: the configured ones (all must be installed), else the best installed."""
@@ -116,6 +129,8 @@ class Encoder:
 
 class TextEngine:
     """Runs `embed_tokens` and `decoder_model_merged` of a Gemma 4 export, and its encoders when present."""
+
+    positions_run = 0  # positions fed through the decoder so far (prefill and decode), for accounting
 
     def __init__(
         self, files: ModelFiles, options: EngineOptions | None = None, encoders: Sequence[str] = ("image", "audio")
@@ -191,6 +206,7 @@ class TextEngine:
         if "num_logits_to_keep" in self._decoder_inputs:
             feeds["num_logits_to_keep"] = np.array(1, dtype=np.int64)
         names = ["logits", *(n.replace("past_key_values.", "present.") for n in self.past_names)]
+        self.positions_run += steps
         logits, *present = self._decoder.run(names, feeds)
         tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
         return np.asarray(logits)[0, -1].astype(np.float32), KVCache(tensors, total)

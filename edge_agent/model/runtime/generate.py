@@ -123,6 +123,7 @@ class Generation:
         self.model, self.settings, self.decoder = model, settings, decoder
         self.result = GenerationResult(prompt_ids=list(prompt_ids))
         self._sampler = Sampler(settings.sampling)
+        self.cache: Any = None  # the model's cache after its last call (prompt and every token fed back)
 
     def _interrupted(self) -> FinishReason | None:
         if self.settings.cancel is not None and self.settings.cancel.is_set():
@@ -149,6 +150,7 @@ class Generation:
             result.finish_reason = reason
             return
         logits, cache = self.model.forward(result.prompt_ids)
+        self.cache = cache
         result.prefill_s = time.monotonic() - started
         pending = ""  # text held back because it may begin a stop string
         decode_start = time.monotonic()
@@ -183,6 +185,7 @@ class Generation:
                 result.finish_reason = reason
                 break
             logits, cache = self.model.forward([token], cache)
+            self.cache = cache
         result.text += pending if result.finish_reason != "stop" else ""
         result.decode_s = time.monotonic() - decode_start
 

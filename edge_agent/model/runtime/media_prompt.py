@@ -99,6 +99,58 @@ def _audio_features(engine: TextEngine, clips: Sequence[AudioTensors]) -> np.nda
     return np.concatenate(parts)
 
 
+@dataclass(frozen=True)
+class EncodedMedia:
+    """Encoder features of a question's images and clips, kept so that later steps of a request reuse them."""
+
+    image_counts: tuple[int, ...]
+    audio_counts: tuple[int, ...]
+    image_rows: np.ndarray | None
+    audio_rows: np.ndarray | None
+    encoder_s: float
+
+    @property
+    def empty(self) -> bool:
+        """No media at all."""
+        return not self.image_counts and not self.audio_counts
+
+
+NO_MEDIA = EncodedMedia((), (), None, None, 0.0)
+
+
+def encode_media(
+    engine: TextEngine, images: Sequence[ImageTensors] = (), audio: Sequence[AudioTensors] = ()
+) -> EncodedMedia:
+    """Run the encoders once over every image and clip."""
+    if not images and not audio:
+        return NO_MEDIA
+    started = time.monotonic()
+    image_rows = _image_features(engine, images) if images else None
+    audio_rows = _audio_features(engine, audio) if audio else None
+    return EncodedMedia(
+        tuple(i.num_soft_tokens for i in images),
+        tuple(a.num_soft_tokens for a in audio),
+        image_rows,
+        audio_rows,
+        time.monotonic() - started,
+    )
+
+
+def merge_media(engine: TextEngine, ids: Sequence[int], media: EncodedMedia) -> MediaPrompt:
+    """Expand the placeholders in `ids` (one per image / clip, in order), embed, and write the features in."""
+    if media.empty:
+        embeds, per_layer = engine.embed(ids)
+        return MediaPrompt(list(ids), embeds, per_layer, 0.0)
+    tokens = MediaTokens.from_info(engine.files.info)
+    expanded = expand_placeholders(ids, tokens, media.image_counts, media.audio_counts)
+    embeds, per_layer = engine.embed(ids_for_embedding(expanded, tokens))
+    if media.image_rows is not None:
+        embeds = scatter_features(embeds, expanded, tokens.image, media.image_rows, "image")
+    if media.audio_rows is not None:
+        embeds = scatter_features(embeds, expanded, tokens.audio, media.audio_rows, "audio")
+    return MediaPrompt(expanded, embeds, per_layer, media.encoder_s)
+
+
 def build_media_prompt(
     engine: TextEngine,
     ids: Sequence[int],
@@ -106,35 +158,26 @@ def build_media_prompt(
     audio: Sequence[AudioTensors] = (),
 ) -> MediaPrompt:
     """Expand the placeholders in `ids` (one per image / clip, in order), encode, embed and merge."""
-    if not images and not audio:
-        embeds, per_layer = engine.embed(ids)
-        return MediaPrompt(list(ids), embeds, per_layer, 0.0)
-    tokens = MediaTokens.from_info(engine.files.info)
-    expanded = expand_placeholders(ids, tokens, [i.num_soft_tokens for i in images], [a.num_soft_tokens for a in audio])
-    started = time.monotonic()
-    image_rows = _image_features(engine, images) if images else None
-    audio_rows = _audio_features(engine, audio) if audio else None
-    encoder_s = time.monotonic() - started
-    embeds, per_layer = engine.embed(ids_for_embedding(expanded, tokens))
-    if image_rows is not None:
-        embeds = scatter_features(embeds, expanded, tokens.image, image_rows, "image")
-    if audio_rows is not None:
-        embeds = scatter_features(embeds, expanded, tokens.audio, audio_rows, "audio")
-    return MediaPrompt(expanded, embeds, per_layer, encoder_s)
+    return merge_media(engine, ids, encode_media(engine, images, audio))
 
 
 class PrefilledModel:
-    """The engine as a generate() model whose first call prefills `prompt`'s merged embeddings."""
+    """The engine as a generate() model whose first call prefills `prompt`'s merged embeddings after `start`,
+    a cache that already holds the prompt's first positions (a reused prefix)."""
 
-    def __init__(self, engine: TextEngine, prompt: MediaPrompt) -> None:
+    def __init__(self, engine: TextEngine, prompt: MediaPrompt, start: KVCache | None = None) -> None:
         self.engine, self.prompt = engine, prompt
+        self.start = start or engine.empty_cache()
+        if self.start.length >= len(prompt.ids):
+            raise ValueError("PrefilledModel: at least one prompt position must be left to prefill")
 
     def forward(self, input_ids: Sequence[int], cache: Any = None) -> tuple[np.ndarray, KVCache]:
         """Logits of the last position and the grown cache."""
         if cache is None:
             if list(input_ids) != self.prompt.ids:
                 raise ValueError("PrefilledModel: the first call must pass the prompt's own ids")
+            done = self.start.length
             return self.engine.decode(
-                self.prompt.inputs_embeds, self.prompt.per_layer_inputs, self.engine.empty_cache()
+                self.prompt.inputs_embeds[:, done:], self.prompt.per_layer_inputs[:, done:], self.start
             )
         return self.engine.forward(input_ids, cache)
