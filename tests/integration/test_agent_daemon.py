@@ -85,7 +85,7 @@ def test_watch_voice_and_ask_end_to_end(
             name: voice
             tools: [light]
             tool_choice: required
-            transcribe: false
+            transcribe: true
         """
     config = write_config(
         agent_config(mosquitto, tmp_path, video_file, "microphone: {device: default}", tasks=voice_task)
@@ -115,6 +115,10 @@ def test_watch_voice_and_ask_end_to_end(
         voice = payloads(subscriber, f"{base}/task/voice")[0]
         call = voice["tool_calls"][0]
         assert call["tool"] == "light" and call["status"] == "ok" and voice["trigger"] == "voice"
+        # one encoding of the clip serves the transcript, the call and the answer; the prefix is prefilled once
+        tokens = voice["tokens"]
+        assert isinstance(voice["transcript"], str) and tokens["encoded_media"] == 1
+        assert tokens["reused"] > 0 and tokens["prefilled"] <= 1.1 * tokens["context"], tokens
         jsonschema.validate(call["arguments"], LIGHT)
         audits = payloads(subscriber, f"{base}/tools/audit")
         assert any(a["id"] == call["id"] and a["status"] == "ok" for a in audits)
