@@ -61,6 +61,7 @@ class Inbound:
     retain: bool = False
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()  # MQTT 5 user properties, in order
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class AgentCore:
         self.model_error: str | None = "loading"
         self.answers = 0
         self.invalid = 0
+        self.confirm_rejected = 0  # confirmations ignored: malformed, unauthorised or naming no held call
         self.decode_tokens_per_s = 0.0  # of the last generation
         self.model_pending = True  # a model (re)load is queued or running (the app loads one at start)
         self.on_model_change: Callable[[], None] = lambda: None
@@ -101,5 +102,6 @@ class AgentCore:
             "refused": dict(scheduler.refused),
             "answers": self.answers,
             "invalid_answers": self.invalid,
+            "confirm_rejected": self.confirm_rejected,
             "decode_tokens_per_s": round(self.decode_tokens_per_s, 2),
         }

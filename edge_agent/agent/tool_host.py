@@ -1,29 +1,51 @@
-"""The tools' view of the node: MQTT publishes through the link, audit records spooled, snapshots from cameras."""
+"""The tools' view of the node: MQTT publishes through the link, audit records spooled, snapshots from cameras;
+and the node's side of them: `mqtt_read` topics fed to the toolbox, confirmations taken (strictly) and counted."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from paho.mqtt.client import topic_matches_sub
+from pydantic import SecretStr
+
+from edge_agent.agent.shared import AgentCore
 from edge_agent.agent.watch import take_snapshot
 from edge_agent.messages import Frame, Inbound
+from edge_agent.sinks.ask import LogEvery
 from edge_agent.sinks.mqtt import MqttLink
-from edge_agent.tools import Toolbox
+from edge_agent.tools.limits import MAX_CALL_ID
 
 AUDIT = "tools/audit"
 CONFIRM = "tools/confirm"
+CONFIRM_MAX_BYTES = 256  # {"id": "<64 characters>"} and some spaces; checked before any parsing
+log = logging.getLogger(__name__)
 
 
 class LinkToolHost:
     """Implements edge_agent.tools.ToolHost on the daemon's MQTT link and cameras."""
 
-    def __init__(self, link: MqttLink, frames: Callable[[str], Frame | None], jpeg_quality: int = 85) -> None:
+    def __init__(
+        self,
+        link: MqttLink,
+        frames: Callable[[str], Frame | None],
+        jpeg_quality: int = 85,
+        confirm_topic: str | None = None,
+    ) -> None:
         self.link, self.frames, self.jpeg_quality = link, frames, jpeg_quality
+        self.confirm_topic = confirm_topic or link.topic(CONFIRM)
 
     def publish(self, topic: str, payload: str, qos: int, retain: bool) -> None:
-        """An action's publish goes out now or fails: a command must not fire minutes later from the spool."""
+        """An action's publish goes out now or fails: a command must not fire minutes later from the spool.
+        Never into the node's own topics or onto a confirmation topic (a tool must not confirm a held call)."""
+        confirmations = f"{self.link.config.base_topic}/+/{CONFIRM}"
+        own = topic.startswith(f"{self.link.base}/") or topic == self.confirm_topic
+        if own or topic_matches_sub(confirmations, topic):
+            raise PermissionError(f"a tool may not publish to {topic}: the node's own topics and confirmations")
         if not self.link.connected.is_set():
             raise ConnectionError("the MQTT broker is not connected")
         self.link.client.publish(topic, payload.encode(), qos=qos, retain=retain)
@@ -42,27 +64,78 @@ class LinkToolHost:
         return {"snapshot_id": snapshot.id, "camera": camera, "captured_at": round(snapshot.captured_at, 3)}
 
 
-def serve_tools(link: MqttLink, toolbox: Callable[[], Toolbox]) -> None:
-    """Feed `mqtt_read` topics into the toolbox's last values, and accept confirmations on `tools/confirm`."""
+def confirmed_id(message: Inbound, required: Mapping[str, SecretStr]) -> str:
+    """The call id a confirmation names: exactly {"id": "<call id>"}, not retained, with the `required` MQTT 5 user
+    properties; ValueError saying what is wrong (the size is checked before the JSON is parsed)."""
+    if message.retain:
+        raise ValueError("a retained message is never a confirmation")
+    if len(message.payload) > CONFIRM_MAX_BYTES:
+        raise ValueError(f"{len(message.payload)} bytes, at most {CONFIRM_MAX_BYTES}")
+    for name, value in required.items():
+        expected = value.get_secret_value().encode()
+        given = [v.encode() for n, v in message.user_properties if n == name]
+        if not any(hmac.compare_digest(v, expected) for v in given):
+            raise ValueError(f"no MQTT 5 user property {name!r} with the configured value")
+    try:
+        body = json.loads(message.payload)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(body, dict) or list(body) != ["id"] or not isinstance(body["id"], str):
+        raise ValueError('not exactly {"id": "<call id>"}')
+    if not 0 < len(body["id"]) <= MAX_CALL_ID:
+        raise ValueError(f"the id is empty or longer than {MAX_CALL_ID} characters")
+    return str(body["id"])
 
-    def remember(message: Inbound) -> None:
-        toolbox().last_values.update(message.topic, message.payload)
 
-    for topic in toolbox().last_values.topics():
-        link.subscribe(topic, remember)
+class ToolSubscriptions:
+    """Subscribes the toolbox's `mqtt_read` topics and the confirmation topic; call it again after a reload.
+    A confirmation that is malformed, unauthorised or names no held call costs nothing but a counter
+    (health.agent.confirm_rejected) and at most one log line a minute: no audit record, no spool write."""
 
-    running: set[asyncio.Task[Any]] = set()
+    def __init__(self, link: MqttLink, agent: AgentCore) -> None:
+        self.link, self.agent = link, agent
+        self.confirm_topic: str | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+        self._rejections = LogEvery(log)
 
-    def confirm(message: Inbound) -> None:
+    def __call__(self) -> None:
+        for topic in self.agent.toolbox.last_values.topics():
+            self.link.subscribe(topic, self.remember)
+        settings = self.agent.config.agent
+        topic = settings.confirm_topic or self.link.topic(CONFIRM)
+        if topic != self.confirm_topic:
+            if self.confirm_topic is not None:
+                self.link.unsubscribe(self.confirm_topic)
+            self.link.subscribe(topic, self.confirm)
+            self.confirm_topic = topic
+        if settings.confirm_user_property and self.link.config.protocol != "5":
+            log.warning("tools: agent.confirm_user_property needs mqtt.protocol 5; no confirmation can be accepted")
+
+    def remember(self, message: Inbound) -> None:
+        """A value on an `mqtt_read` topic."""
+        self.agent.toolbox.last_values.update(message.topic, message.payload)
+
+    def confirm(self, message: Inbound) -> None:
+        """A message on the confirmation topic: run the held call it names, or count it."""
         try:
-            call_id = json.loads(message.payload)["id"]
-        except (ValueError, KeyError, TypeError):
-            call_id = None
-        if not isinstance(call_id, str):
-            link.publish_result(AUDIT, {"status": "error", "error": "a confirmation is a JSON object with an 'id'"})
+            call_id = confirmed_id(message, self.agent.config.agent.confirm_user_property)
+        except ValueError as exc:
+            self.reject(str(exc))
             return
-        task = asyncio.get_running_loop().create_task(toolbox().confirm(call_id))
-        running.add(task)
-        task.add_done_callback(running.discard)
+        task = asyncio.get_running_loop().create_task(self._run(call_id))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    link.subscribe(link.topic(CONFIRM), confirm)
+    async def _run(self, call_id: str) -> None:
+        if await self.agent.toolbox.confirm(call_id) is None:
+            self.reject(f"no call {call_id!r} awaits confirmation (unknown, expired or already confirmed)")
+
+    def reject(self, why: str) -> None:
+        """Count an ignored confirmation; say so in the log at most once a minute."""
+        self.agent.confirm_rejected += 1
+        self._rejections.warning(
+            "tools: ignored a confirmation on %s: %s; %d ignored so far (health.agent.confirm_rejected)",
+            self.confirm_topic,
+            why,
+            self.agent.confirm_rejected,
+        )

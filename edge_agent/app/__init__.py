@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.agent.tool_host import serve_tools
+from edge_agent.agent.tool_host import ToolSubscriptions
 from edge_agent.app.capture import Capture
 from edge_agent.app.node import Node, make_toolbox
 from edge_agent.app.reload import Reloader
@@ -19,7 +19,7 @@ from edge_agent.health.probes import Probes
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.service import Supervisor
 from edge_agent.sinks.announce import Announcer
-from edge_agent.sinks.ask import AskHandler, AskService
+from edge_agent.sinks.ask import AskHandler, AskService, ReplyTopics
 from edge_agent.sinks.mqtt import MqttLink, MqttSetupError, open_spool
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,18 @@ def _install_signal_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Even
     loop.add_signal_handler(signal.SIGHUP, reload.set)
 
 
-def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskService:
+def reply_topics(node: Node) -> ReplyTopics:
+    """Where replies may go: under mqtt.reply_topic_prefixes, never into the node's or HA's topics or a tool's."""
+    mqtt, link = node.config.mqtt, node.link
+    reserved = ((f"{mqtt.base_topic}/", "edge-agent topics"), (f"{mqtt.discovery_prefix}/", "Home Assistant discovery"))
+
+    def protected() -> list[str]:  # asked at each request: a reload changes the tools
+        return [*node.agent.toolbox.topic_filters(), *link.subscriptions()]
+
+    return ReplyTopics(tuple(mqtt.reply_topic_prefixes), reserved, protected)
+
+
+def serve_questions(link: MqttLink, config: Config, handler: AskHandler, replies: ReplyTopics) -> AskService:
     """Subscribe `ask` (JSON), `ask/text` (Home Assistant text) and `analyze` (button) to the ask service."""
     mqtt = config.mqtt
     service = AskService(
@@ -51,6 +62,7 @@ def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskS
         queue_size=mqtt.ask_queue,
         max_bytes=mqtt.ask_max_bytes,
         timeout_s=mqtt.ask_timeout_s,
+        reply_topics=replies,
     )
     link.subscribe(link.topic("ask"), service.on_ask)
     link.subscribe(link.topic("ask/text"), service.on_text)
@@ -61,7 +73,7 @@ def serve_questions(link: MqttLink, config: Config, handler: AskHandler) -> AskS
 def subscribe_inputs(node: Node, config_path: Path | None) -> Reloader:
     """Tools' topics, the listen trigger and Home Assistant discovery; the reloader that redoes what changes."""
     link, config, capture = node.link, node.config, node.capture
-    subscribe_tools = partial(serve_tools, link, lambda: node.agent.toolbox)
+    subscribe_tools = ToolSubscriptions(link, node.agent)
     subscribe_tools()
     if config.microphone is not None and config.microphone.vad.mode == "triggered":
         link.subscribe(link.topic("listen"), lambda _message: capture.listen("MQTT trigger"))
@@ -116,7 +128,7 @@ async def run(
     watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
     capture.on_progress = watchdog.progress
     node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
-    questions = serve_questions(link, config, ask_handler or node.agent.ask)
+    questions = serve_questions(link, config, ask_handler or node.agent.ask, reply_topics(node))
     reloader = subscribe_inputs(node, config_path)
     try:
         link.start()

@@ -28,7 +28,7 @@ log = logging.getLogger("edge_agent.app")
 
 def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:
     """The declared tools, acting through the link and the cameras."""
-    host = LinkToolHost(link, capture.latest_frame, config.agent.snapshot_quality)
+    host = LinkToolHost(link, capture.latest_frame, config.agent.snapshot_quality, config.agent.confirm_topic)
     return Toolbox(config.tools, host, confirm_ttl_s=config.agent.confirm_timeout_s)
 
 

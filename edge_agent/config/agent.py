@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.config.base import Identifier, Section, Topic
 from edge_agent.config.node import ImageBudget
@@ -100,6 +100,18 @@ class AgentConfig(Section):
         default=60.0, gt=0, le=3600, description="How long a tool call waiting for confirmation stays valid."
     )
     snapshot_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality of published snapshots.")
+    confirm_topic: Topic | None = Field(
+        default=None,
+        description='Take confirmations ({"id": ...}) on this topic instead of '
+        "<base_topic>/<device.id>/tools/confirm, e.g. one only an admin's login may publish to (broker ACL); the node "
+        "never publishes there itself.",
+    )
+    confirm_user_property: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="MQTT 5 user properties (name: value) a confirmation must carry, e.g. "
+        "{x-confirm-token: ${CONFIRM_TOKEN}}; others are ignored and counted (health.agent.confirm_rejected).",
+    )
 
 
 TaskConfig = Annotated[WatchTaskConfig | VoiceTaskConfig, Field(discriminator="kind")]
@@ -120,6 +132,12 @@ class MqttReadAction(Section):
 
     type: Literal["mqtt_read"] = Field(description="'mqtt_read'.")
     topic: Topic = Field(description="Topic whose last value is returned.")
+    max_chars: int = Field(
+        default=1000,
+        ge=16,
+        le=100_000,
+        description="Longest value (in characters) given to the model; a longer one is cut and marked as truncated.",
+    )
 
 
 class SnapshotAction(Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -114,6 +114,12 @@ class MqttConfig(Section):
     )
     ask_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Longest time to answer a question before replying 'error'."
+    )
+    reply_topic_prefixes: list[Annotated[str, Field(pattern=r"^[^$+#\x00][^+#\x00]*$")]] = Field(
+        default_factory=lambda: ["replies/"],
+        description="Prefixes (no '+', '#', leading '$') an MQTT 5 question's response_topic must start with; never "
+        "the node's tree (<base_topic>/), the discovery prefix, a topic the node subscribes to or a tool's topic, "
+        "whatever this says; [] refuses every response_topic. A refusal, with the reason, goes to .../answer.",
     )
 
     @field_validator("protocol", mode="before")

@@ -6,10 +6,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from paho.mqtt.client import topic_matches_sub
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.messages import AskReply, AskRequest, Inbound
@@ -77,6 +78,55 @@ def _valid_topic(topic: str) -> bool:
     return bool(topic) and not any(ch in topic for ch in "+#\0") and len(topic.encode()) < 65535
 
 
+def _shown(topic: str) -> str:
+    return repr(topic if len(topic) <= 120 else topic[:120] + "...")
+
+
+@dataclass(frozen=True)
+class ReplyTopics:
+    """Where an MQTT 5 `response_topic` may send a reply: under an allowed prefix, and never a reserved prefix (the
+    node's tree, Home Assistant discovery) nor a protected topic filter (tools' topics, the node's subscriptions)."""
+
+    allowed: tuple[str, ...] = ("replies/",)
+    reserved: tuple[tuple[str, str], ...] = ()  # (prefix, what it is)
+    protected: Callable[[], Iterable[str]] = field(default=tuple)  # MQTT topic filters, asked for at each request
+
+    def refusal(self, topic: str) -> str | None:
+        """Why the node will not publish a reply to `topic`, or None when it may."""
+        if not _valid_topic(topic):
+            return "invalid response_topic: empty, too long, or with '+', '#' or NUL"
+        refused = f"response_topic {_shown(topic)} refused"
+        for prefix, what in self.reserved:
+            if topic.startswith(prefix) or topic == prefix.rstrip("/"):
+                return f"{refused}: the node never replies into {what} ({prefix})"
+        for protected in self.protected():
+            if topic_matches_sub(protected, topic):
+                return f"{refused}: it is a topic of a tool or of the node ({protected})"
+        if topic.startswith("$") or not any(topic.startswith(prefix) for prefix in self.allowed):
+            allowed = ", ".join(repr(prefix) for prefix in self.allowed) or "none"
+            return f"{refused}: it must start with one of mqtt.reply_topic_prefixes ({allowed})"
+        return None
+
+
+class LogEvery:
+    """One log line at most every `interval_s` for a repeated event; the events in between are counted in it."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self.logger, self.interval_s = logger, interval_s
+        self._last = -interval_s
+        self._quiet = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        """Log now, or count it when a line was logged less than `interval_s` ago."""
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self._quiet += 1
+            return
+        more = f" (and {self._quiet} more like it in the last {now - self._last:.0f} s)" if self._quiet else ""
+        self.logger.warning(message + more, *args)
+        self._last, self._quiet = now, 0
+
+
 class AskService:
     """Turns `ask` messages into requests on a bounded queue and publishes exactly one reply for each."""
 
@@ -89,21 +139,30 @@ class AskService:
         queue_size: int = 4,
         max_bytes: int = 16384,
         timeout_s: float = 120.0,
+        reply_topics: ReplyTopics | None = None,
     ) -> None:
         self.publisher, self.answer_topic, self.handler = publisher, answer_topic, handler
         self.max_bytes, self.timeout_s = max_bytes, timeout_s
+        self.reply_topics = reply_topics or ReplyTopics()
         self.queue: asyncio.Queue[tuple[AskRequest, Destination]] = asyncio.Queue(queue_size)
         self.replies = 0
+        self.refused_topics = 0
+        self._refusals = LogEvery(log)
 
     def on_ask(self, message: Inbound) -> None:
         """A JSON question on `<base>/ask` (runs on the loop)."""
-        destination = Destination(self.answer_topic)
+        received = time.time()
+        destination = Destination(self.answer_topic, message.correlation_data)
         if message.response_topic is not None:
-            if not _valid_topic(message.response_topic):
-                self._reply(AskRequest(None, "mqtt", received=time.time()), destination, "invalid response_topic")
+            refusal = self.reply_topics.refusal(message.response_topic)
+            if refusal is not None:  # said on `answer`, never on the topic asked for
+                self.refused_topics += 1
+                self._refusals.warning("ask: %s; the refusal went to %s", refusal, self.answer_topic)
+                small = len(message.payload) <= self.max_bytes
+                request = AskRequest(None, "mqtt", id=_echo_id(message.payload) if small else None, received=received)
+                self._reply(request, destination, refusal)
                 return
             destination = Destination(message.response_topic, message.correlation_data)
-        received = time.time()
         if len(message.payload) > self.max_bytes:
             error = f"request too large: {len(message.payload)} bytes, at most {self.max_bytes}"
             self._reply(AskRequest(None, "mqtt", received=received), destination, error)

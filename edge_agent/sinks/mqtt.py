@@ -127,6 +127,15 @@ class MqttLink:
         if self.connected.is_set():
             self.client.subscribe(topic, qos=1)
 
+    def unsubscribe(self, topic: str) -> None:
+        """Stop handling `topic` (e.g. a confirmation topic changed by a reload)."""
+        if self._handlers.pop(topic, None) is not None and self.connected.is_set():
+            self.client.unsubscribe(topic)
+
+    def subscriptions(self) -> list[str]:
+        """The topics the node handles messages on."""
+        return list(self._handlers)
+
     def publish_result(self, suffix: str, payload: Mapping[str, Any], *, retain: bool = False) -> Spooled:
         """Spool a JSON result (with a unique id and its creation time), then send what the broker can take."""
         message_id, created = uuid.uuid4().hex, time.time()
@@ -259,5 +268,7 @@ class MqttLink:
         properties = getattr(message, "properties", None)
         response_topic = getattr(properties, "ResponseTopic", None)
         correlation = getattr(properties, "CorrelationData", None)
-        inbound = Inbound(message.topic, bytes(message.payload), bool(message.retain), response_topic, correlation)
+        user = tuple((str(name), str(value)) for name, value in getattr(properties, "UserProperty", None) or ())
+        payload, retain = bytes(message.payload), bool(message.retain)
+        inbound = Inbound(message.topic, payload, retain, response_topic, correlation, user)
         self._hand_over(self._on_message, inbound)

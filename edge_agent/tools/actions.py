@@ -45,13 +45,14 @@ class PublishRunner:
 
 @dataclass(frozen=True)
 class ReadRunner:
-    """`mqtt_read`: the last value seen on the topic."""
+    """`mqtt_read`: the last value seen on the topic, at most `max_chars` characters of it."""
 
     topic: str
+    max_chars: int = 1000
 
     async def run(self, _host: ToolHost, values: LastValues, _arguments: Mapping[str, Any]) -> Any:
         """{"topic", "value", "age_s"}; ActionFailedError when nothing was seen yet."""
-        result = values.read(self.topic)
+        result = values.read(self.topic, self.max_chars)
         if "error" in result:
             raise ActionFailedError(str(result["error"]))
         return result
@@ -104,7 +105,7 @@ def make_runner(tool: ToolConfig, now: Callable[[], datetime]) -> Runner:
             defaults=_defaults(tool.parameters),
         )
     if isinstance(action, MqttReadAction):
-        return ReadRunner(action.topic)
+        return ReadRunner(action.topic, action.max_chars)
     if isinstance(action, SnapshotAction):
         return SnapshotRunner(action.camera)
     if isinstance(action, TimeAction):

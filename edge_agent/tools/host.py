@@ -30,13 +30,33 @@ class SeenValue:
     received: float
 
 
-def decode_value(payload: bytes) -> Any:
-    """Payload as text, JSON-parsed when it is JSON."""
-    text = payload.decode("utf-8", errors="replace")
+MAX_DEPTH = 32  # deeper JSON is given to the model as text (the prompt's formatter recurses)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (iterative: a deep value cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def decode_value(payload: bytes, max_chars: int | None = None) -> Any:
+    """Payload as text, JSON-parsed when it is JSON; with `max_chars`, a longer one is cut, marked, and left as text."""
+    head = payload if max_chars is None else payload[: 4 * max_chars + 4]  # UTF-8: at most 4 bytes a character
+    text = head.decode("utf-8", errors="replace")
+    if max_chars is not None and (len(head) < len(payload) or len(text) > max_chars):
+        return f"{text[:max_chars]}...[truncated: {len(payload)} bytes in all]"
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
         return text
+    return value if _depth(value) <= MAX_DEPTH else text
 
 
 class LastValues:
@@ -62,10 +82,10 @@ class LastValues:
         """The last value seen on `topic`, if any."""
         return self._values.get(topic)
 
-    def read(self, topic: str) -> dict[str, Any]:
-        """{"topic", "value", "age_s"}, or {"error": "no value seen yet"}."""
+    def read(self, topic: str, max_chars: int | None = None) -> dict[str, Any]:
+        """{"topic", "value", "age_s"} (the value bounded by `max_chars`), or {"error": "no value seen yet"}."""
         seen = self._values.get(topic)
         if seen is None:
             return {"error": "no value seen yet"}
         age = max(0.0, self._clock() - seen.received)
-        return {"topic": topic, "value": decode_value(seen.payload), "age_s": round(age, 3)}
+        return {"topic": topic, "value": decode_value(seen.payload, max_chars), "age_s": round(age, 3)}

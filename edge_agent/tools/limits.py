@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from edge_agent.tools.outcome import CallInfo
 
 WINDOW_S = 60.0
+MAX_CALL_ID = 64  # longest call id a confirmation may name (ours are 32 hex digits)
 
 
 class RateLimiter:
@@ -64,6 +65,8 @@ class PendingCalls:
 
     def take(self, call_id: str) -> CallInfo | None:
         """Remove and return the call, or None when it is unknown, expired or already taken."""
+        if len(call_id) > MAX_CALL_ID:
+            return None
         self._expire()
         pending = self._calls.pop(call_id, None)
         return None if pending is None else pending.call

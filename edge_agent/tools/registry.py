@@ -61,6 +61,8 @@ class Toolbox:
             if tool.rate_limit_per_min is not None:
                 self._limits[tool.name] = RateLimiter(tool.rate_limit_per_min, clock)
         reads = [tool.action.topic for tool in tools if isinstance(tool.action, MqttReadAction)]
+        writes = [runner.topic.as_filter() for runner in self._runners.values() if isinstance(runner, PublishRunner)]
+        self._filters = tuple(dict.fromkeys([*writes, *reads]))
         self.last_values = LastValues(reads, clock)
         self.pending = PendingCalls(clock, ttl_s=confirm_ttl_s, capacity=max_pending)
 
@@ -91,13 +93,17 @@ class Toolbox:
             return self._audited(info.outcome("pending_confirmation", result))
         return await self._run(info)
 
-    async def confirm(self, call_id: str) -> ToolOutcome:
-        """Run a call held for confirmation; an `error` outcome when the id is unknown or expired."""
+    async def confirm(self, call_id: str) -> ToolOutcome | None:
+        """Run a call held for confirmation; None (nothing run, nothing audited: the caller counts it) when the id
+        is unknown, expired or already confirmed."""
         info = self.pending.take(call_id)
         if info is None:
-            why = f"no call {call_id!r} awaits confirmation (unknown, expired or already confirmed)"
-            return self._audited(CallInfo(call_id, "", "", {}).refusal("error", why))
+            return None
         return await self._run(info)
+
+    def topic_filters(self) -> list[str]:
+        """MQTT topic filters of every tool's topic (`mqtt_publish` placeholders as '+'; `mqtt_read` topics)."""
+        return list(self._filters)
 
     def _check(self, info: CallInfo, allowed: Sequence[str] | None) -> ToolOutcome | None:
         """A `refused` outcome when the tool is undeclared, not allowed or called with invalid arguments."""

@@ -55,6 +55,11 @@ class Template:
         """The parameter names the template uses, in order."""
         return self.parts[1::2]
 
+    def as_filter(self) -> str:
+        """The MQTT topic filter of every topic this (topic) template renders: a level with a placeholder is '+'."""
+        marked = "".join(part if index % 2 == 0 else "\0" for index, part in enumerate(self.parts))
+        return "/".join("+" if "\0" in level else level for level in marked.split("/"))
+
     def _value_text(self, slot: int, value: Any) -> str:
         if not self.is_json:
             return _text(value)

@@ -49,7 +49,7 @@ class Requester:
     """An MQTT 5 client that sends questions with a response topic and counts replies per correlation id."""
 
     def __init__(self, broker: Mosquitto, protocol: int = mqtt.MQTTv5) -> None:
-        self.reply_topic = f"test/{uuid.uuid4().hex}/reply"
+        self.reply_topic = f"replies/{uuid.uuid4().hex}"  # under mqtt.reply_topic_prefixes (default replies/)
         self.replies: dict[bytes, list[dict[str, Any]]] = {}
         self.others: list[tuple[str, dict[str, Any]]] = []
         self._changed = threading.Condition()
