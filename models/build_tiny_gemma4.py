@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from onnx import external_data_helper
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig
 from transformers.cache_utils import DynamicCache
 
@@ -209,19 +210,31 @@ GRAPHS = ("embed_tokens", "decoder_model_merged", "vision_encoder", "audio_encod
 
 
 def externalize(path: Path) -> None:
-    """Move the weights into `<graph>.onnx_data`, as the public exports keep them."""
-    model = onnx.load(str(path))
-    for stray in path.parent.glob("*"):
-        if stray.suffix not in (".onnx", ".onnx_data") and stray.is_file():
-            stray.unlink()
+    """Move the weights into `<graph>.onnx_data`, as the public exports keep them.
+
+    A graph over 2 GB comes from torch.onnx with one external file per tensor; only the files this graph
+    references are deleted (after saving), so the files of another graph in the same folder survive.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    sources = {
+        entry.value
+        for tensor in external_data_helper._get_all_tensors(model)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    location = path.name + "_data"
     onnx.save_model(
         model,
         str(path),
         save_as_external_data=True,
         all_tensors_to_one_file=True,
-        location=path.name + "_data",
+        location=location,
         size_threshold=0,
     )
+    for source in sources - {location}:
+        (path.parent / source).unlink(missing_ok=True)
 
 
 def quantize_q4(onnx_dir: Path) -> None:
