@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 class Priority(IntEnum):
     """Lower runs first: questions and voice before standing watch questions."""
 
+    SYSTEM = -1  # model loads: never refused as busy (not counted against the bound), next between two inferences
     INTERACTIVE = 0  # ask, voice
     BACKGROUND = 1  # watch
 
@@ -73,6 +74,7 @@ class Scheduler:
         self._cancel: threading.Event | None = None
         self.completed = 0
         self.refused: dict[str, int] = {}
+        self.closed: str | None = None  # why the scheduler takes no more work (set by close(), for good)
         # wraps each running job: the systemd watchdog counts a job that never ends as a stalled stage
         self.busy: Callable[[str], AbstractContextManager[object]] = lambda _name: nullcontext()
 
@@ -86,7 +88,11 @@ class Scheduler:
         job.refuse(status, why)
 
     def submit(self, job: Job) -> Job:
-        """Queue a job; a full queue evicts a less urgent one or refuses this one as `busy`."""
+        """Queue a job; a full queue evicts a less urgent one or refuses this one as `busy`; a closed scheduler
+        refuses every job as `stopping`. SYSTEM jobs (model loads) are never refused as busy."""
+        if self.closed is not None:
+            self._drop(job, "stopping", f"{job.name}: {self.closed}")
+            return job
         if job.replaces is not None:
             for entry in self._heap:
                 if entry[2].replaces == job.replaces:
@@ -94,8 +100,9 @@ class Scheduler:
                     heapq.heapify(self._heap)
                     self._drop(entry[2], "superseded", f"{entry[2].name}: replaced by a newer request")
                     break
-        if len(self._heap) >= self.size:
-            worst = max(self._heap)
+        bounded = [entry for entry in self._heap if entry[0] > Priority.SYSTEM]
+        if job.priority > Priority.SYSTEM and len(bounded) >= self.size:
+            worst = max(bounded)
             if worst[0] <= job.priority:
                 self._drop(job, "busy", f"busy: {self.depth} requests waiting for the model")
                 return job
@@ -114,31 +121,47 @@ class Scheduler:
         return heapq.heappop(self._heap)[2]
 
     async def serve(self) -> None:
-        """Run queued jobs forever, one at a time."""
+        """Run queued jobs forever, one at a time (none after close())."""
         while True:
             job = await self._next()
             if job.future.done():  # cancelled by whoever submitted it
                 continue
+            if self.closed is not None:
+                self._drop(job, "stopping", f"{job.name}: {self.closed}")
+                continue
             if job.deadline is not None and time.monotonic() >= job.deadline:
                 self._drop(job, "deadline", f"{job.name}: waited past its deadline")
                 continue
-            self.current, self._cancel = job, threading.Event()
-            try:
-                with self.busy(job.name):
-                    result = await job.run(JobContext(self._cancel, job.deadline))
-            except JobRefusedError as exc:
-                self._drop(job, exc.status, str(exc))
-            except Exception as exc:
-                log.exception("%s failed", job.name)
-                if not job.future.done():
-                    job.future.set_exception(exc)
-                    job.future.exception()
-            else:
-                self.completed += 1
-                if not job.future.done():
-                    job.future.set_result(result)
-            finally:
-                self.current, self._cancel = None, None
+            await self._run(job)
+
+    async def _run(self, job: Job) -> None:
+        cancel = threading.Event()
+        self.current, self._cancel = job, cancel
+        # whoever gives up on the job (its future cancelled) stops its generation at the next token too
+        job.future.add_done_callback(lambda _future: cancel.set())
+        try:
+            with self.busy(job.name):
+                result = await job.run(JobContext(cancel, job.deadline))
+        except asyncio.CancelledError:  # serve() itself is cancelled: the inference thread must not go on
+            cancel.set()
+            log.info("%s cancelled: the scheduler stopped", job.name)
+            self._drop(job, "stopping", f"{job.name}: the scheduler stopped")
+            raise
+        except JobRefusedError as exc:
+            if exc.status == "stopping":
+                log.info("%s stopped: %s", job.name, exc)
+            self._drop(job, exc.status, str(exc))
+        except Exception as exc:
+            log.exception("%s failed", job.name)
+            if not job.future.done():
+                job.future.set_exception(exc)
+                job.future.exception()
+        else:
+            self.completed += 1
+            if not job.future.done():
+                job.future.set_result(result)
+        finally:
+            self.current, self._cancel = None, None
 
     def cancel_current(self) -> None:
         """Ask the running job's generation to stop at its next token."""
@@ -152,3 +175,10 @@ class Scheduler:
         for job in waiting:
             self._drop(job, "stopping", f"{job.name}: {why}")
         return len(waiting)
+
+    def close(self, why: str) -> int:
+        """Stop for good (shutdown): refuse every waiting and every later job as `stopping`, start nothing new, and
+        cancel the running generation at its next token; returns how many waiting jobs were refused."""
+        self.closed = why
+        self.cancel_current()
+        return self.drain(why)

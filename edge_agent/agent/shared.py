@@ -54,6 +54,7 @@ class AgentCore:
         self.confirm_rejected = 0  # confirmations ignored: malformed, unauthorised or naming no held call
         self.decode_tokens_per_s = 0.0  # of the last generation
         self.model_pending = True  # a model (re)load is queued or running (the app loads one at start)
+        self._loads_waiting = 0  # model-load jobs whose future is not done yet
         self.on_model_change: Callable[[], None] = lambda: None
 
     def reconfigure(self, config: Config, toolbox: Toolbox) -> None:
@@ -85,12 +86,19 @@ class AgentCore:
             try:
                 await swap(ctx)
             finally:
-                self.model_pending = False
                 self.on_model_change()
 
         log.info("model: %s", why)
+        job = Job("model-load", Priority.SYSTEM, run)  # never refused as busy: only a stopping node refuses it
         self.model_pending = True
-        return self.scheduler.submit(Job("model-load", Priority.INTERACTIVE, run))
+        self._loads_waiting += 1
+        job.future.add_done_callback(self._model_load_settled)  # loaded, failed, refused or cancelled alike
+        return self.scheduler.submit(job)
+
+    def _model_load_settled(self, _future: asyncio.Future[Any]) -> None:
+        self._loads_waiting -= 1
+        if self._loads_waiting == 0:
+            self.model_pending = False
 
     def stats(self) -> dict[str, Any]:
         """Queue and answer counters for the `health` JSON."""

@@ -4,6 +4,7 @@ them on SIGHUP (`reload`) and shuts them down in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from functools import partial
@@ -84,22 +85,46 @@ def subscribe_inputs(node: Node, config_path: Path | None) -> Reloader:
     return Reloader(config, config_path, node, announcer, toolbox=toolbox, subscribe_tools=subscribe_tools)
 
 
+STATUS_TICK_S = 1.0  # how often the start-up STATUS= (and, while the model loads, the timeout extension) is sent
+EXTEND_BY_S = 30.0  # each EXTEND_TIMEOUT_USEC asks for this much more start-up time, from now
+
+
+def node_status(node: Node, *, starting: bool) -> str:
+    """The STATUS= text: what start-up waits for, or what runs; an unreachable broker is a degradation, not a wait."""
+    agent, connected = node.agent, node.link.connected.is_set()
+    broker = "" if connected else "MQTT broker unreachable, retrying (results are spooled)"
+    if starting:
+        return "waiting for the MQTT broker; loading the model" if broker else "loading the model"
+    model = "running" if agent.model is not None else f"running without a model: {agent.model_error}"
+    return f"{model}; {broker}" if broker else model
+
+
 async def announce_ready(node: Node, notifier: SystemdNotifier, watchdog: ProgressWatchdog) -> None:
-    """Tell systemd READY=1 once the broker is connected and the model load has settled (loaded or refused)."""
-    notifier.status("waiting for the MQTT broker")
-    await node.link.connected.wait()
-    await node.model_settled.wait()
-    status = "running" if node.agent.model is not None else f"running without a model: {node.agent.model_error}"
+    """READY=1 once this node works: the model load has settled (loaded or refused) and capture runs (`run` starts
+    it before it first yields). The broker is not waited for: results are spooled, and STATUS= says it is
+    unreachable. While the model loads, EXTEND_TIMEOUT_USEC keeps systemd's start timeout ahead of it (unless the
+    load is stalled, as the watchdog counts it: then TimeoutStartSec applies). Then STATUS= follows broker and model."""
+    while not node.model_settled.is_set():
+        notifier.status(node_status(node, starting=True))
+        if not watchdog.stalled():
+            notifier.extend_timeout(EXTEND_BY_S)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(node.model_settled.wait(), STATUS_TICK_S)
+    status = node_status(node, starting=False)
     watchdog.set_status(status)
     notifier.ready(status)
+    log.info("ready: %s", status)
+    while True:
+        await asyncio.sleep(STATUS_TICK_S)
+        watchdog.set_status(node_status(node, starting=False))
 
 
 async def drain(node: Node, timeout_s: float = 2.0) -> None:
-    """On SIGTERM: refuse waiting jobs, cancel the running generation and give it a moment to publish."""
+    """On SIGTERM: close the scheduler (waiting and later jobs are refused, nothing new starts), cancel the running
+    generation at its next token and give it a moment to publish."""
     scheduler = node.agent.scheduler
-    dropped = scheduler.drain("the node is stopping")
     current = scheduler.current
-    scheduler.cancel_current()
+    dropped = scheduler.close("the node is stopping")
     if current is not None:
         log.info("stopping: cancelling %s (%d waiting request(s) refused)", current.name, dropped)
         await asyncio.wait({current.future}, timeout=timeout_s)
@@ -131,6 +156,7 @@ async def run(
     questions = serve_questions(link, config, ask_handler or node.agent.ask, reply_topics(node))
     reloader = subscribe_inputs(node, config_path)
     try:
+        supervisor.start("ready", partial(announce_ready, node, notifier, watchdog))  # first: STATUS= before anything
         link.start()
         supervisor.start("ask", questions.serve)
         supervisor.start("model", partial(node.load_model, notifier))
@@ -139,7 +165,6 @@ async def run(
         capture.start(supervisor)
         node.publish_state()
         supervisor.start("health", node.report_health)
-        supervisor.start("ready", partial(announce_ready, node, notifier, watchdog))
         supervisor.start("reload", partial(reloader.serve, reload))
         if watchdog.period_s is not None:  # only under systemd with WatchdogSec=
             supervisor.start("watchdog", watchdog.run_async)

@@ -83,6 +83,20 @@ class CameraConfig(Section):
     )
     crop: CropConfig | None = Field(default=None, description="Keep only this region (after rotate/flip).")
     loop: bool = Field(default=True, description="Files and image directories: start over at the end.")
+    open_timeout_s: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=300,
+        description="Streams and 'exec:' commands: seconds to wait for the source to open and send its first "
+        "frame; then the camera logs a warning and reconnects with backoff.",
+    )
+    read_timeout_s: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=300,
+        description="Streams and 'exec:' commands: seconds without a frame after which the stream counts as lost "
+        "and the camera reconnects.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate of this camera.")
 
     @field_validator("source")

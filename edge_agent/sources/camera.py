@@ -15,13 +15,15 @@ import numpy as np
 from edge_agent.config import CameraConfig
 from edge_agent.messages import CameraState, Frame
 from edge_agent.service import Backoff
-from edge_agent.sources.frame_sources import FrameSource, SourceError, open_frame_source, pace
+from edge_agent.sources.frame_sources import FrameSource, SourceError, interrupt, open_frame_source, pace
 
 log = logging.getLogger(__name__)
 
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 _FLIPS = {"horizontal": 1, "vertical": 0, "both": -1}
 Opener = Callable[[CameraConfig], FrameSource]
+_STOP_POLL_S = 0.2  # how often a camera's calling thread looks at `stop`
+_STOP_GRACE_S = 1.5  # after `stop`, how long the reading thread may take to finish before it is left behind
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def transform(image: np.ndarray, config: CameraConfig) -> np.ndarray:
 
 def default_opener(config: CameraConfig) -> FrameSource:
     """Open the configured source."""
-    return open_frame_source(config.source, config.width, config.height)
+    return open_frame_source(config.source, config.width, config.height, config.open_timeout_s, config.read_timeout_s)
 
 
 @dataclass
@@ -67,6 +69,8 @@ class Camera:
     on_status: Callable[[CameraStatus], None] | None = None
     status: CameraStatus = field(init=False)
     _index: int = field(default=0, init=False)
+    _source: FrameSource | None = field(default=None, init=False)  # the open source, for interrupt() on stop
+    _failure: BaseException | None = field(default=None, init=False)  # what ended the reading thread
 
     def __post_init__(self) -> None:
         self.status = CameraStatus(self.config.name)
@@ -77,7 +81,8 @@ class Camera:
         if self.on_status is not None and self.status.state != old.state:
             self.on_status(self.status)
         if self.status.state != old.state:
-            log.info(
+            log.log(
+                logging.WARNING if self.status.state in ("reconnecting", "failed") else logging.INFO,
                 "camera %s: %s%s",
                 self.config.name,
                 self.status.state,
@@ -87,11 +92,41 @@ class Camera:
             )
 
     def run(self, stop: threading.Event) -> None:
-        """Blocking loop: open, read, and on failure retry with backoff (permanent errors end in `failed`)."""
+        """Blocking until the camera ends, fails for good or `stop` is set. The source is read on a daemon thread of
+        its own, so a source stuck in a blocking call never holds up the stop: an `exec:` command is stopped, and an
+        OpenCV stream still inside its open or read timeout is left behind (a daemon thread does not keep the
+        process alive). An exception in the reading thread is raised here."""
+        reader = threading.Thread(target=self._guarded, args=(stop,), name=f"camera-{self.config.name}", daemon=True)
+        reader.start()
+        while reader.is_alive() and not stop.is_set():
+            reader.join(_STOP_POLL_S)
+        if reader.is_alive():
+            source = self._source
+            if source is not None:
+                interrupt(source)
+            reader.join(_STOP_GRACE_S)
+            if reader.is_alive():
+                log.warning("camera %s: its source is still blocked (%s); stopping without it", *self._blocked())
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _blocked(self) -> tuple[str, str]:
+        what = "opening" if self._source is None else "reading"
+        return self.config.name, f"{what} {self.config.source}"
+
+    def _guarded(self, stop: threading.Event) -> None:
+        try:
+            self._loop(stop)
+        except BaseException as exc:  # handed to run(), on the caller's thread
+            self._failure = exc
+
+    def _loop(self, stop: threading.Event) -> None:
+        """Open, read, and on failure retry with backoff (permanent errors end in `failed`)."""
         while not stop.is_set():
             started = time.monotonic()
             try:
-                source = self.opener(self.config)
+                self._source = source = self.opener(self.config)
             except SourceError as exc:
                 if exc.permanent:
                     self._set(state="failed", last_error=str(exc))
@@ -108,6 +143,7 @@ class Camera:
             else:
                 reason = "the stream ended"
             finally:
+                self._source = None
                 source.close()
             if stop.is_set():
                 return

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -44,16 +48,39 @@ class FrameSource(Protocol):
         ...
 
 
-class OpenCVSource:
-    """A V4L2 device or index, a network stream, or a video file, through cv2.VideoCapture."""
+def interrupt(source: FrameSource) -> None:
+    """From another thread: make a source blocked in open/grab return soon, where that can be done safely (an
+    `exec:` command is stopped; an OpenCV capture cannot be, its open and read timeouts bound it instead)."""
+    stop = getattr(source, "interrupt", None)
+    if callable(stop):
+        stop()
 
-    def __init__(self, target: str | int, width: int | None = None, height: int | None = None) -> None:
+
+class OpenCVSource:
+    """A V4L2 device or index, a network stream, or a video file, through cv2.VideoCapture; a network stream
+    gets FFmpeg's open and read timeouts (a server that accepts and never answers cannot hold it for ever)."""
+
+    def __init__(
+        self,
+        target: str | int,
+        width: int | None = None,
+        height: int | None = None,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
         self.live = not (isinstance(target, str) and Path(target).is_file())
         backend = cv2.CAP_V4L2 if isinstance(target, int) or str(target).startswith("/dev/") else cv2.CAP_FFMPEG
-        self._capture = cv2.VideoCapture(target, backend)
+        network = isinstance(target, str) and "://" in target
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000)] if network else []
+        params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)] if network else []
+        self._target, self._read_timeout_s = target, read_timeout_s if network else None
+        started = time.monotonic()
+        self._capture = cv2.VideoCapture(target, backend, params)
         if not self._capture.isOpened():
             self._capture.release()
-            raise SourceError(f"cannot open {target}", permanent=not self.live)
+            waited = time.monotonic() - started
+            why = f": no answer within {open_timeout_s:g} s" if network and waited >= 0.9 * open_timeout_s else ""
+            raise SourceError(f"cannot open {target}{why}", permanent=not self.live)
         if width and height:
             self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
@@ -62,8 +89,13 @@ class OpenCVSource:
         self.native_fps = fps if 0 < fps < 1000 else 0.0
 
     def grab(self) -> bool:
-        """Advance one frame."""
-        return bool(self._capture.grab())
+        """Advance one frame; a network stream silent for its read timeout raises SourceError."""
+        started = time.monotonic()
+        if self._capture.grab():
+            return True
+        if self._read_timeout_s is not None and time.monotonic() - started >= 0.9 * self._read_timeout_s:
+            raise SourceError(f"{self._target}: no frame within {self._read_timeout_s:g} s")
+        return False
 
     def retrieve(self) -> np.ndarray:
         """Decode the grabbed frame."""
@@ -112,40 +144,61 @@ class ImageSource:
 
 
 class CommandSource:
-    """A command whose stdout is an MJPEG stream, e.g. `rpicam-vid -t 0 --codec mjpeg -o -`."""
+    """A command whose stdout is an MJPEG stream, e.g. `rpicam-vid -t 0 --codec mjpeg -o -`; its first frame
+    must come within `open_timeout_s` of starting it, each next one within `read_timeout_s`."""
 
     live = True
     native_fps = 0.0
 
-    def __init__(self, command: str, chunk: int = 65536) -> None:
+    def __init__(
+        self, command: str, chunk: int = 65536, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0
+    ) -> None:
         try:
             self._process = subprocess.Popen(
-                shlex.split(command), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0
+                shlex.split(command),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+                start_new_session=True,  # its own process group: stopping it stops what it started too
             )
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot start {command!r}: {exc}") from None
+        self._command = command
         self._buffer = bytearray()
         self._jpeg = b""
         self._chunk = chunk
+        self._timeouts = (open_timeout_s, read_timeout_s)
+        self._frames = 0
 
     def grab(self) -> bool:
-        """Read until one complete JPEG is buffered."""
-        assert self._process.stdout is not None
+        """Read until one complete JPEG is buffered; SourceError when none comes within the timeout."""
+        timeout = self._timeouts[1] if self._frames else self._timeouts[0]
+        deadline = time.monotonic() + timeout
         while True:
             start = self._buffer.find(_SOI)
             end = self._buffer.find(_EOI, start + 2) if start >= 0 else -1
             if end >= 0:
                 self._jpeg = bytes(self._buffer[start : end + 2])
                 del self._buffer[: end + 2]
+                self._frames += 1
                 return True
             if start > 0:
                 del self._buffer[:start]
-            data = self._process.stdout.read(self._chunk)
+            data = self._read(deadline, timeout)
             if not data:
                 return False
             self._buffer += data
             if len(self._buffer) > 32 * 1024 * 1024:
                 raise SourceError("no complete JPEG in 32 MiB of output: is the stream MJPEG?")
+
+    def _read(self, deadline: float, timeout: float) -> bytes:
+        assert self._process.stdout is not None
+        fd = self._process.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            after = "of starting it" if self._frames == 0 else "of the last one"
+            raise SourceError(f"{self._command!r}: no frame within {timeout:g} s {after}")
+        return os.read(fd, self._chunk)
 
     def retrieve(self) -> np.ndarray:
         """Decode the buffered JPEG."""
@@ -154,24 +207,40 @@ class CommandSource:
             raise SourceError("corrupt JPEG in the command's output")
         return np.asarray(frame)
 
+    def interrupt(self) -> None:
+        """Stop the command (from any thread): a grab() waiting for its output returns at once."""
+        self._signal(signal.SIGTERM)
+
     def close(self) -> None:
-        """Stop the command."""
-        self._process.terminate()
+        """Stop the command: SIGTERM to its process group, SIGKILL after a second."""
+        self._signal(signal.SIGTERM)
         try:
-            self._process.wait(timeout=3)
+            self._process.wait(timeout=1)
         except subprocess.TimeoutExpired:
-            self._process.kill()
+            self._signal(signal.SIGKILL)
             self._process.wait()
 
+    def _signal(self, number: int) -> None:
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, number)
 
-def open_frame_source(source: str | int, width: int | None = None, height: int | None = None) -> FrameSource:
-    """Open the source a camera's `source` setting names."""
+
+def open_frame_source(
+    source: str | int,
+    width: int | None = None,
+    height: int | None = None,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 10.0,
+) -> FrameSource:
+    """Open the source a camera's `source` setting names (the timeouts apply to streams and commands)."""
     if isinstance(source, int):
         return OpenCVSource(source, width, height)
     if source.startswith("exec:"):
-        return CommandSource(source.removeprefix("exec:").strip())
+        command = source.removeprefix("exec:").strip()
+        return CommandSource(command, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
     if "://" in source:
-        return OpenCVSource(source, width, height)
+        return OpenCVSource(source, width, height, open_timeout_s, read_timeout_s)
     path = Path(source)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.exists():

@@ -1,14 +1,19 @@
-"""The model's job queue: priorities, the bound, busy refusals, superseded watch jobs, deadlines, drain, cancel."""
+"""The model's job queue: priorities, the bound, busy refusals, superseded watch jobs, deadlines, drain, cancel,
+close; model loads that are never refused as busy and never leave `model_pending` stuck."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge_agent.agent import shared
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority, Scheduler
+from edge_agent.agent.shared import AgentCore
+from edge_agent.config import parse_config
 
 
 def job(name: str, priority: Priority, ran: list[str], **kwargs: Any) -> Job:
@@ -138,5 +143,149 @@ def test_a_failing_job_reports_its_error_and_the_queue_goes_on() -> None:
             await bad.future
         assert await good.future == "good"
         server.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_scheduler_refuses_new_jobs_and_starts_nothing_more() -> None:
+    async def scenario() -> None:
+        scheduler, ran, flags = Scheduler(4), [], []
+
+        async def generation(ctx: JobContext) -> str:
+            flags.append(ctx.cancel)
+            while not ctx.cancel.is_set():
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.05)  # winds down (publishes what it has) while new work arrives
+            return "wound down"
+
+        running = scheduler.submit(Job("ask", Priority.INTERACTIVE, generation))
+        server = asyncio.create_task(scheduler.serve())
+        while not flags:
+            await asyncio.sleep(0.001)
+        waiting = scheduler.submit(job("watch", Priority.BACKGROUND, ran))
+        assert scheduler.close("the node is stopping") == 1
+        assert flags[0].is_set()  # close() cancels the running generation
+        late = [scheduler.submit(job(f"late-{p.name}", p, ran)) for p in Priority]
+        assert await running.future == "wound down"
+        await asyncio.sleep(0.05)
+        assert ran == [] and scheduler.depth == 0 and scheduler.current is None
+        for item in [waiting, *late]:
+            with pytest.raises(JobRefusedError, match="the node is stopping") as caught:
+                await item.future
+            assert caught.value.status == "stopping"
+        server.cancel()
+
+    asyncio.run(scenario())
+
+
+def steps_until_cancelled(ctx: JobContext, steps: list[int]) -> None:
+    """A decode loop on the inference thread: one step per 10 ms until its cancel flag is set."""
+    while not ctx.cancel.is_set() and len(steps) < 1000:
+        steps.append(len(steps))
+        time.sleep(0.01)
+
+
+def test_cancelling_serve_sets_the_running_generations_cancel_flag() -> None:
+    async def scenario() -> tuple[int, int]:
+        scheduler, steps = Scheduler(4), []
+        running = scheduler.submit(
+            Job("ask", Priority.INTERACTIVE, lambda ctx: asyncio.to_thread(steps_until_cancelled, ctx, steps))
+        )
+        server = asyncio.create_task(scheduler.serve())
+        while len(steps) < 5:
+            await asyncio.sleep(0.005)
+        server.cancel()  # the node stops without a drain: the task running the job is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await server
+        at_cancel = len(steps)
+        await asyncio.sleep(0.3)  # 30 more steps if the thread never heard of it
+        assert await refusal(running) == "stopping"
+        return at_cancel, len(steps)
+
+    at_cancel, final = asyncio.run(scenario())
+    assert final - at_cancel <= 2
+
+
+def test_a_submitter_that_gives_up_stops_the_running_generation() -> None:
+    async def scenario() -> int:
+        scheduler, steps = Scheduler(4), []
+        running = scheduler.submit(
+            Job("ask", Priority.INTERACTIVE, lambda ctx: asyncio.to_thread(steps_until_cancelled, ctx, steps))
+        )
+        server = asyncio.create_task(scheduler.serve())
+        while len(steps) < 5:
+            await asyncio.sleep(0.005)
+        running.future.cancel()
+        await asyncio.sleep(0.3)
+        server.cancel()
+        return len(steps)
+
+    assert asyncio.run(scenario()) < 10
+
+
+def test_system_jobs_are_never_refused_as_busy_and_run_next() -> None:
+    async def scenario() -> None:
+        scheduler, ran = Scheduler(1), []
+        watch = scheduler.submit(job("watch", Priority.BACKGROUND, ran))
+        ask = scheduler.submit(job("ask", Priority.INTERACTIVE, ran))  # pushes the watch job out: the queue is full
+        loads = [scheduler.submit(job(f"model-load-{i}", Priority.SYSTEM, ran)) for i in range(2)]
+        busy = scheduler.submit(job("ask-2", Priority.INTERACTIVE, ran))  # the bound still holds for the others
+        assert scheduler.depth == 3
+        assert await refusal(watch) == "busy" and await refusal(busy) == "busy"
+        server = asyncio.create_task(scheduler.serve())
+        await asyncio.gather(ask.future, *(load.future for load in loads))
+        server.cancel()
+        assert ran == ["model-load-0", "model-load-1", "ask"]
+
+    asyncio.run(scenario())
+
+
+def core_with_a_full_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AgentCore, list[str]]:
+    loads: list[str] = []
+
+    def load_model(model: Any, _health: Any, use_fallback: bool) -> str:
+        loads.append("fallback" if use_fallback else "primary")
+        return f"model ({loads[-1]})"
+
+    monkeypatch.setattr(shared, "load_model", load_model)
+    config = parse_config(f"model: {{path: {tmp_path}}}\nagent: {{queue_size: 1}}\n", env={})
+    core = AgentCore(config, None, None, lambda _camera: None, lambda: None)  # type: ignore[arg-type]
+    core.scheduler.submit(job("ask", Priority.INTERACTIVE, []))  # the queue is full
+    return core, loads
+
+
+def test_a_model_load_on_a_full_queue_runs_and_clears_model_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        core, loads = core_with_a_full_queue(tmp_path, monkeypatch)
+        reload = core.schedule_model_load([(core.config.model, core.config.health, True)], "degradation")
+        assert core.model_pending and not reload.future.done()
+        server = asyncio.create_task(core.scheduler.serve())
+        await reload.future
+        await asyncio.sleep(0)  # done callbacks run
+        assert loads == ["fallback"] and core.model == "model (fallback)" and not core.model_pending
+        server.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_model_pending_clears_whatever_happens_to_the_load_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        core, loads = core_with_a_full_queue(tmp_path, monkeypatch)
+        choices = [(core.config.model, core.config.health, False)]
+        first = core.schedule_model_load(choices, "reloading")
+        second = core.schedule_model_load(choices, "reloading again")
+        first.future.cancel()  # whoever waited gave up
+        await asyncio.sleep(0)
+        assert core.model_pending  # the second one still waits
+        core.scheduler.close("the node is stopping")  # refuses the second one
+        assert await refusal(second) == "stopping"
+        await asyncio.sleep(0)
+        assert not core.model_pending and loads == []
+        refused = core.schedule_model_load(choices, "reloading after the stop")
+        assert await refusal(refused) == "stopping"
+        await asyncio.sleep(0)
+        assert not core.model_pending
 
     asyncio.run(scenario())
