@@ -72,14 +72,14 @@ def load_model(model: ModelConfig, health: HealthConfig, use_fallback: bool = Fa
         assert location is not None
         root, variant = location
     files = locate_model(root, variant, verify=True)
-    options = EngineOptions(tuple(model.providers), model.intra_op_threads, model.inter_op_threads)
+    options = EngineOptions.from_config(model)
     engine = TextEngine(files, options)
     tokenizer = Tokenizer(files.root)
     constraints = ConstraintFactory(tokenizer, files.tokenizer_json, files.info.vocab_size)
     loaded = LoadedModel(
         model,
         files,
-        Answerer(engine, tokenizer),
+        Answerer(engine, tokenizer, round(model.prefix_cache_mb * 2**20)),
         tokenizer,
         constraints,
         admission,

@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from edge_agent.commands.generate import add_generation_arguments, sampling_from_args
+from edge_agent.commands.generate import add_generation_arguments, engine_options, sampling_from_args
 from edge_agent.model.media.audio import SAMPLE_RATE, AudioError, load_audio
 from edge_agent.model.media.vision import BUDGETS, ImageError, load_image
 from edge_agent.model.runtime.answer import Answerer, Question
-from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine
+from edge_agent.model.runtime.engine import EngineError, TextEngine
 from edge_agent.model.runtime.generate import ContextLengthError, GenerationSettings
 from edge_agent.model.runtime.media_prompt import MediaUnsupportedError
 from edge_agent.model.runtime.multimodal import MediaMismatchError
@@ -54,9 +54,7 @@ def run_ask(args: argparse.Namespace) -> int:
         files = locate_model(args.model, args.variant)
         _check_encoders(files, args)
         encoders = ("image",) * bool(frames) + ("audio",) * bool(clips)
-        answerer = Answerer(
-            TextEngine(files, EngineOptions(intra_op_threads=args.threads), encoders=encoders), Tokenizer(args.model)
-        )
+        answerer = Answerer(TextEngine(files, engine_options(args), encoders=encoders), Tokenizer(args.model))
         load_s = time.monotonic() - loading
         settings = GenerationSettings(
             max_new_tokens=args.max_new_tokens,

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from edge_agent.config.model import ModelConfig
 from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine
 from edge_agent.model.runtime.generate import ContextLengthError, GenerationSettings, generate
 from edge_agent.model.runtime.sampling import SamplingParams
@@ -25,6 +26,11 @@ def _prompt_ids(text: str) -> list[int]:
     if not ids:
         raise ValueError("--prompt-ids is empty")
     return ids
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The engine options a node would use for this model (its config defaults), with --threads."""
+    return EngineOptions.from_config(ModelConfig(path=args.model, variant=args.variant, intra_op_threads=args.threads))
 
 
 def sampling_from_args(args: argparse.Namespace, defaults: dict[str, object]) -> SamplingParams:
@@ -50,7 +56,7 @@ def run_generate(args: argparse.Namespace) -> int:
             _prompt_ids(args.prompt_ids)  # a bad list is reported before the model loads
         files = locate_model(args.model, args.variant)
         tokenizer = Tokenizer(args.model)
-        engine = TextEngine(files, EngineOptions(intra_op_threads=args.threads))
+        engine = TextEngine(files, engine_options(args))
         if args.prompt_ids is not None:
             prompt_ids = _prompt_ids(args.prompt_ids)
         elif args.raw:

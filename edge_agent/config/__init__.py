@@ -12,11 +12,11 @@ from edge_agent.config.agent import (
     WatchTaskConfig,
 )
 from edge_agent.config.loader import ConfigError, ConfigIssue, load_config, parse_config
+from edge_agent.config.model import ModelConfig
 from edge_agent.config.node import (
     DeviceConfig,
     HealthConfig,
     LoggingConfig,
-    ModelConfig,
     MqttConfig,
     MqttTlsConfig,
 )

@@ -9,7 +9,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.config.base import Identifier, Section, Topic
-from edge_agent.config.node import ImageBudget
+from edge_agent.config.model import ImageBudget
 
 
 def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:

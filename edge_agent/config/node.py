@@ -8,7 +8,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.config.base import (
     AnyPath,
-    DirPath,
     FilePath,
     Identifier,
     Section,
@@ -16,8 +15,6 @@ from edge_agent.config.base import (
     default_device_id,
 )
 
-ModelVariant = Literal["q4", "q4f16", "fp16", "fp32", "int8", "uint8", "quantized", "bnb4"]
-ImageBudget = Literal[70, 140, 280, 560, 1120]
 ThrottleFlag = Literal["under_voltage", "frequency_capped", "throttled", "soft_temperature_limit"]
 
 
@@ -131,57 +128,6 @@ class MqttConfig(Section):
     def _password_needs_user(self) -> MqttConfig:
         if self.password is not None and self.username is None:
             raise ValueError("'password' is set but 'username' is not")
-        return self
-
-
-class ModelConfig(Section):
-    """The Gemma 4 ONNX export to run."""
-
-    path: DirPath = Field(description="Directory of a Gemma 4 ONNX export (onnx/, config.json, tokenizer.json, ...).")
-    variant: ModelVariant = Field(
-        default="q4",
-        description="Which graphs to load: q4 -> onnx/*_q4.onnx, fp16 -> *_fp16, q4f16, fp32 -> no suffix.",
-    )
-    providers: list[str] = Field(
-        default_factory=list,
-        description="onnxruntime execution providers in order of preference; empty = the best "
-        "installed one (CUDA on a Jetson with the GPU wheel, else CPU).",
-    )
-    intra_op_threads: int | None = Field(
-        default=None, ge=1, le=256, description="Threads inside one operator; default: one per core."
-    )
-    inter_op_threads: int | None = Field(
-        default=None, ge=1, le=256, description="Threads across independent operators; default: 1."
-    )
-    max_context: int = Field(
-        default=4096, ge=64, le=131072, description="Longest prompt + answer in tokens (sizes the KV cache)."
-    )
-    max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Longest answer in tokens.")
-    image_budget: ImageBudget = Field(
-        default=280, description="Image soft tokens per frame: 70, 140, 280, 560 or 1120."
-    )
-    thinking: bool = Field(default=False, description="Let the model think before it answers (slower).")
-    fallback_path: DirPath | None = Field(
-        default=None,
-        description="A smaller export (e.g. E2B for an E4B) used when this one does not fit in memory, and at "
-        "degradation level 4; default: none, or model.path itself when only 'fallback_variant' is set.",
-    )
-    fallback_variant: ModelVariant | None = Field(
-        default=None, description="Variant of the fallback model; default: model.variant."
-    )
-    memory_limit_mb: int | None = Field(
-        default=None,
-        ge=64,
-        description="Most memory (MB) the model may take: admission compares its estimate with the lower of this "
-        "and the memory available, and falls back or refuses beyond it; default: the memory available.",
-    )
-
-    @model_validator(mode="after")
-    def _fallback_differs(self) -> ModelConfig:
-        if self.fallback_path == self.path and self.fallback_variant in (None, self.variant):
-            raise ValueError("'fallback_path' is the model itself; give another directory or a 'fallback_variant'")
-        if self.fallback_path is None and self.fallback_variant == self.variant:
-            raise ValueError("'fallback_variant' is the model's own variant")
         return self
 
 

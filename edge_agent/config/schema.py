@@ -15,7 +15,8 @@ from edge_agent.config.agent import (
     WatchTaskConfig,
 )
 from edge_agent.config.base import Section
-from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, ModelConfig, MqttConfig
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, MqttConfig
 from edge_agent.config.sources import CameraConfig, MicrophoneConfig
 
 KeyPath = tuple[str | int, ...]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_agent.config.node import HealthConfig, ModelConfig
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.node import HealthConfig
 from edge_agent.messages import ModelSizes
 
 MIB = 2**20

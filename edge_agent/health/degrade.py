@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
-from edge_agent.config.node import HealthConfig, ModelConfig
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.node import HealthConfig
 from edge_agent.health.probes import Memory, Probes, Throttling
 
 IMAGE_BUDGETS = (70, 140, 280, 560, 1120)

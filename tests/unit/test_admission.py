@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.config.node import HealthConfig, ModelConfig
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.node import HealthConfig
 from edge_agent.health.admission import (
     MIB,
     MemoryEstimate,

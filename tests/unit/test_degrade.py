@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.config.node import HealthConfig, ModelConfig
+from edge_agent.config.model import ModelConfig
+from edge_agent.config.node import HealthConfig
 from edge_agent.health.degrade import (
     DegradationLadder,
     DegradationState,

@@ -1,17 +1,20 @@
-"""The only module that imports onnxruntime: sessions, providers, threads, KV cache and forward passes."""
+"""onnxruntime sessions, providers, threads, KV cache and forward passes (graph rewrites: graph_rewrite.py)."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_agent.config.model import ModelConfig
+from edge_agent.model.runtime.graph_cache import PreparedGraph, default_cache_dir, prepare_graph
+from edge_agent.model.runtime.graph_rewrite import Rewrites
 from edge_agent.model.store.files import ModelFiles, ModelFilesError
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ _DECODER_INPUTS = {"inputs_embeds", "per_layer_inputs", "attention_mask", "posit
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _VISION_INPUTS = ("pixel_values", "pixel_position_ids")
 _AUDIO_INPUTS = ("input_features", "input_features_mask")
+_EXTERNAL_FOLDER = "session.model_external_initializers_file_folder_path"  # where a proto from bytes finds its weights
 
 
 class EngineError(Exception):
@@ -36,11 +40,27 @@ class EngineError(Exception):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to build the onnxruntime sessions."""
+    """How to build the onnxruntime sessions; the defaults keep the files' own numerics, as the reference client."""
 
     providers: tuple[str, ...] = ()
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
+    rewrites: Rewrites = field(default_factory=Rewrites)
+    graph_cache: Path | None = None  # rewritten decoder graphs are cached here (else under the model); None: in memory
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> EngineOptions:
+        """The options a node's `model` section asks for."""
+        rewrites = Rewrites(
+            int8_activations=model.int8_activations, accuracy_level=model.accuracy_level, head=model.quantize_head
+        )
+        return cls(
+            providers=tuple(model.providers),
+            intra_op_threads=model.intra_op_threads,
+            inter_op_threads=model.inter_op_threads,
+            rewrites=rewrites,
+            graph_cache=model.graph_cache_dir or default_cache_dir(),
+        )
 
 
 @dataclass(frozen=True)
@@ -90,16 +110,25 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_session(path: Path, options: EngineOptions, providers: Sequence[str]) -> ort.InferenceSession:
-    """An onnxruntime session for one graph; a graph onnxruntime refuses is a ModelFilesError naming it."""
+def open_session(
+    path: Path, options: EngineOptions, providers: Sequence[str], prepared: PreparedGraph | None = None
+) -> ort.InferenceSession:
+    """A session for one graph (or its rewritten `prepared` proto); a graph onnxruntime refuses is a ModelFilesError."""
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if options.intra_op_threads:
         session_options.intra_op_num_threads = options.intra_op_threads
     if options.inter_op_threads:
         session_options.inter_op_num_threads = options.inter_op_threads
+    model: str | bytes = str(path)
+    if prepared is not None:  # the proto from memory, its weights from the original files (never copied on disk)
+        model = prepared.model
+        session_options.add_session_config_entry(_EXTERNAL_FOLDER, str(prepared.folder))
+        if prepared.tensors:
+            values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in prepared.tensors.values()]
+            session_options.add_external_initializers(list(prepared.tensors), values)
     try:
-        return ort.InferenceSession(str(path), session_options, providers=list(providers))
+        return ort.InferenceSession(model, session_options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelFilesError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
 
@@ -139,7 +168,9 @@ class TextEngine:
         self.files = files
         self.providers = choose_providers(options.providers, ort.get_available_providers())
         self._embed = open_session(files.embed_tokens.onnx, options, self.providers)
-        self._decoder = open_session(files.decoder.onnx, options, self.providers)
+        cache_dirs = (options.graph_cache, files.root / ".cache" / "graphs") if options.graph_cache else ()
+        prepared = prepare_graph(files.decoder, options.rewrites, cache_dirs)
+        self._decoder = open_session(files.decoder.onnx, options, self.providers, prepared)
         self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()
