@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_report
 import roofline
 
+from edge_agent.config.model import ModelConfig
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.generate import GenerationSettings, generate
 from edge_agent.model.runtime.tokenizer import Tokenizer
@@ -73,9 +75,11 @@ def _with_option(options: Any, key: str, value: str) -> Any:
     return dataclasses.replace(options, **{name: new})
 
 
-def engine_options(threads: int, pairs: list[str]) -> EngineOptions:
-    """EngineOptions with the thread count and every --engine-option key=value (fields of EngineOptions only)."""
-    options = EngineOptions(intra_op_threads=threads)
+def engine_options(model: Path, threads: int, pairs: list[str]) -> EngineOptions:
+    """The daemon's options for this model (a default `model` config section: int8 activations, last-position
+    logits, head quantization) with the thread count and every --engine-option key=value on top
+    (e.g. rewrites.int8_activations=false for the file's own numerics, as the peer runs them)."""
+    options = replace(EngineOptions.from_config(ModelConfig(path=model)), intra_op_threads=threads)
     for pair in pairs:
         key, _, value = pair.partition("=")
         options = _with_option(options, key, value)
@@ -89,7 +93,7 @@ def make_engine(files: ModelFiles, options: EngineOptions) -> TextEngine:
 
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     """One measured generation in this process (after a short warm-up)."""
-    options = engine_options(args.threads, args.engine_option)
+    options = engine_options(args.model, args.threads, args.engine_option)
     files = locate_model(args.model, args.variant, verify=False)
     started = time.monotonic()
     engine = make_engine(files, options)
@@ -195,7 +199,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps((run_ours if args.worker == "ours" else run_peer)(args)))
         return
-    engine_options(args.threads, args.engine_option)  # refuse unknown options before any run
+    engine_options(args.model, args.threads, args.engine_option)  # refuse unknown options before any run
     sides: tuple[str, ...] = ("ours", "peer") if args.peer and peer_available() else ("ours",)
     if args.peer and len(sides) == 1:
         print("transformers.js is not installed (models/.node): measuring ours only")
