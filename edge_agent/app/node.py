@@ -56,6 +56,7 @@ class Node:
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
+        link.on_spool_change.append(self.publish_state)  # the spool's file became (un)writable
 
     def state(self) -> dict[str, object]:
         """The retained `state` JSON."""
@@ -67,6 +68,7 @@ class Node:
             "queue": {"depth": self.agent.scheduler.depth, "busy": self.agent.scheduler.current is not None},
             "degradation": self.degradation.to_json(),
             "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
+            "spool": self.link.spool.state(),
         }
 
     def model_state(self) -> dict[str, object]:
@@ -144,7 +146,7 @@ class Node:
         while True:
             report, reading = await asyncio.to_thread(read_health, self.probes)
             self.degrade(reading)
-            report.update(spool_depth=self.link.spool.depth, spool_dropped=self.link.spool.dropped)
+            report.update(self.link.spool.health())
             report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
             report["agent"] = self.agent.stats()
             if self.metrics is not None:

@@ -98,6 +98,9 @@ class MqttConfig(Section):
     spool_max_age_h: float = Field(
         default=168.0, gt=0, le=8760, description="Results older than this many hours are dropped from the spool."
     )
+    spool_max_mb: float = Field(
+        default=100.0, ge=0.01, le=1e6, description="Most MB of results kept while the broker is away (oldest dropped)."
+    )
     spool_fsync: bool = Field(
         default=True,
         description="Flush every result to disk before sending it (survives power loss); false: faster, "

@@ -40,6 +40,7 @@ def run_checks(
         check_temperature,
         check_throttling,
     )
+    from edge_agent.doctor.spool import check_spool
     from edge_agent.sinks.mqtt import default_spool_path
 
     probes = probes or Probes()
@@ -61,6 +62,7 @@ def run_checks(
         *([] if config.cameras else [("cameras", lambda: [ok("cameras", "none configured")])]),
         ("microphone", lambda: [check_microphone(config.microphone)]),
         ("broker", lambda: [check_broker(config.mqtt, config.device.id, broker_timeout_s)]),
+        ("spool", lambda: [check_spool(spool)]),
         ("disk", lambda: [check_disk("disk spool", spool, probes, writable=True)]),
         ("disk", lambda: [check_disk("disk model", config.model.path, probes)]),
         ("clock", lambda: [check_clock()]),

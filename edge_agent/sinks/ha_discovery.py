@@ -138,6 +138,20 @@ def _queue_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             state_class="total_increasing",
             **diagnostic,
         ),
+        "spool_problem": {  # on while the spool file cannot be written (results wait in memory)
+            **_sensor(
+                f"{uid}_spool_problem",
+                "Spool problem",
+                topics.health,
+                "{{ 'OFF' if value_json.spool_writable else 'ON' }}",
+            ),
+            "p": "binary_sensor",
+            "device_class": "problem",
+            "json_attributes_topic": topics.health,
+            "json_attributes_template": "{{ {'error': value_json.spool_error, 'corrupt_files_moved_aside': "
+            "value_json.spool_corrupt, 'results_in_memory': value_json.spool_memory} | tojson }}",
+            **diagnostic,
+        },
     }
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 import ssl
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from concurrent.futures import Future
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,25 +23,15 @@ from paho.mqtt.properties import Properties
 from edge_agent.config import MqttConfig
 from edge_agent.messages import Inbound
 from edge_agent.sinks.spool import Spool, Spooled
+from edge_agent.sinks.spool_open import default_spool_path, open_spool
 
+__all__ = ["MAX_INFLIGHT", "MqttLink", "MqttSetupError", "default_spool_path", "make_client", "open_spool"]
 log = logging.getLogger(__name__)
 MAX_INFLIGHT = 20  # spooled messages handed to paho before their PUBACKs; the rest wait on disk
 
 
 class MqttSetupError(ValueError):
     """The MQTT settings cannot be used (e.g. a TLS file that cannot be loaded)."""
-
-
-def default_spool_path() -> Path:
-    """$STATE_DIRECTORY/spool.db under systemd, else ~/.local/state/edge-agent/spool.db."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state) / "spool.db" if state else Path.home() / ".local/state/edge-agent/spool.db"
-
-
-def open_spool(config: MqttConfig) -> Spool:
-    """The spool the config asks for."""
-    path = config.spool_path or default_spool_path()
-    return Spool(path, config.spool_max_messages, config.spool_max_age_h * 3600, sync=config.spool_fsync)
 
 
 def make_client(config: MqttConfig, client_id: str, will_topic: str | None = None) -> mqtt.Client:
@@ -81,7 +70,10 @@ class MqttLink:
         self.config = config
         self.base = f"{config.base_topic}/{device_id}"
         self.availability_topic = f"{self.base}/availability"
-        self.spool = spool
+        self.spool = spool  # its writes run on its writer thread, never on the loop
+        self.spool.writer  # noqa: B018  # created now: notes written from the loop go to it as well
+        self.spool.on_change = lambda: self._hand_over(self._spool_changed)
+        self.on_spool_change: list[Callable[[], None]] = []  # the spool's file became (un)writable
         self.client = make_client(config, config.client_id or f"edge-agent-{device_id}", self.availability_topic)
         self.client.reconnect_delay_set(min_delay=1, max_delay=int(config.reconnect_max_s))
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -89,11 +81,11 @@ class MqttLink:
         self.on_connected: list[Callable[[], None]] = []  # run after every (re)connect
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[int, int] = {}  # paho message id -> spool seq
-        self._last_sent = 0
         self._retained: dict[str, bytes] = {}  # latest state-like payloads, re-sent on every connect
         self._handlers: dict[str, Callable[[Inbound], None]] = {}
         self._last_failure = ""
         self._acked: list[int] = []
+        self._reading = self._read_again = False  # a read of the spool is on the writer thread
         self.client.on_connect = self._paho_connect
         self.client.on_connect_fail = self._paho_connect_fail
         self.client.on_disconnect = self._paho_disconnect
@@ -136,7 +128,7 @@ class MqttLink:
         """The topics the node handles messages on."""
         return list(self._handlers)
 
-    def publish_result(self, suffix: str, payload: Mapping[str, Any], *, retain: bool = False) -> Spooled:
+    def publish_result(self, suffix: str, payload: Mapping[str, Any], *, retain: bool = False) -> Future[Spooled]:
         """Spool a JSON result (with a unique id and its creation time), then send what the broker can take."""
         message_id, created = uuid.uuid4().hex, time.time()
         body = json.dumps({"id": message_id, "ts": created, **payload}).encode()
@@ -150,11 +142,13 @@ class MqttLink:
         retain: bool = False,
         message_id: str | None = None,
         created: float | None = None,
-    ) -> Spooled:
-        """Spool any payload (e.g. a JPEG snapshot) for `<base>/<suffix>`, then send what the broker can take."""
-        stored = self.spool.put(
+    ) -> Future[Spooled]:
+        """Spool any payload (e.g. a JPEG snapshot) for `<base>/<suffix>`, then send what the broker can take; the
+        write and its fsync run on the spool's writer thread, in order (a retained one replaces those waiting)."""
+        stored = self.spool.put_later(
             self.topic(suffix), body, qos=self.config.qos, retain=retain, message_id=message_id, created=created
         )
+        stored.add_done_callback(_log_failure)
         self._flush()
         return stored
 
@@ -182,17 +176,33 @@ class MqttLink:
         self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
     def _flush(self) -> None:
-        if not self.connected.is_set():
-            return
+        """Read what waits and is not in flight (on the writer thread, after the writes submitted before it)."""
         room = MAX_INFLIGHT - len(self._inflight)
-        for message in self.spool.pending(after_seq=self._last_sent, limit=max(0, room)):
+        if not self.connected.is_set() or room <= 0:
+            return
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        in_flight = {*self._inflight.values(), *self._acked}
+        read = self.spool.writer.submit(self.spool.pending, 0, room, in_flight)
+        read.add_done_callback(lambda done: self._hand_over(self._send, done))
+
+    def _send(self, read: Future[list[Spooled]]) -> None:
+        self._reading, again = False, self._read_again
+        self._read_again = False
+        if read.exception() is not None:
+            log.error("mqtt: reading the spool failed: %s", read.exception())
+            return
+        for message in read.result() if self.connected.is_set() else []:
             info = self.client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
             queued = info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and message.qos > 0  # paho resends it on reconnect
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not queued:
                 log.warning("mqtt: publish to %s failed (%s); will retry", message.topic, mqtt.error_string(info.rc))
                 return
             self._inflight[info.mid] = message.seq
-            self._last_sent = message.seq
+        if again:
+            self._flush()
 
     def _on_connect(self, reason: str, failed: bool) -> None:
         if failed:
@@ -231,8 +241,12 @@ class MqttLink:
 
     def _commit_acks(self) -> None:
         acked, self._acked = self._acked, []
-        self.spool.ack(*acked)
+        self.spool.writer.submit(self.spool.ack, *acked).add_done_callback(_log_failure)
         self._flush()
+
+    def _spool_changed(self) -> None:
+        for hook in self.on_spool_change:
+            hook()
 
     def _on_message(self, message: Inbound) -> None:
         handler = self._handlers.get(message.topic)
@@ -272,3 +286,9 @@ class MqttLink:
         payload, retain = bytes(message.payload), bool(message.retain)
         inbound = Inbound(message.topic, payload, retain, response_topic, correlation, user)
         self._hand_over(self._on_message, inbound)
+
+
+def _log_failure(done: Future[Any]) -> None:
+    """A spool job that raised (the spool handles disk errors itself: this is a bug, said once per job)."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("mqtt: spool job failed: %r", done.exception())

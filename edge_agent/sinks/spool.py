@@ -1,140 +1,71 @@
-"""Durable outbound spool: results are written to SQLite (WAL) before publishing and removed on PUBACK."""
+"""Durable outbound spool: results are written to SQLite (WAL) before publishing and removed on PUBACK. It never
+stops the node and never loses silently (see `spool_store`). The link hands every write to the spool's own writer
+thread (`put_later`, `writer`), in order, so no SQLite write or fsync runs on the event loop."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
-import uuid
-from dataclasses import dataclass
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_created ON messages (created);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS notes (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+from edge_agent.sinks.spool_db import Spooled
+from edge_agent.sinks.spool_store import SpoolStore
+
+__all__ = ["Spool", "Spooled"]
 
 
-@dataclass(frozen=True)
-class Spooled:
-    """One message waiting for the broker's acknowledgement."""
+class Spool(SpoolStore):
+    """The store and the one thread that writes it; used directly (without the thread) it is synchronous."""
 
-    seq: int
-    id: str
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    created: float
-
-
-class Spool:
-    """A bounded on-disk FIFO; when full or too old, the oldest messages are dropped and counted."""
-
-    def __init__(self, path: Path, max_messages: int = 10000, max_age_s: float = 7 * 86400, sync: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.max_messages = max_messages
-        self.max_age_s = max_age_s
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._sync = "FULL" if sync else "NORMAL"  # FULL: a stored result survives power loss
-        self._db.execute(f"PRAGMA synchronous={self._sync}")
-        self._db.executescript(_SCHEMA)
-        self._depth = int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
-
-    def put(
+    def __init__(
         self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        message_id: str | None = None,
-        created: float | None = None,
-    ) -> Spooled:
-        """Store a message (before it is published) and enforce the bounds."""
-        message_id = message_id or uuid.uuid4().hex
-        created = time.time() if created is None else created
-        with self._db:
-            cursor = self._db.execute(
-                "INSERT INTO messages (id, topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, topic, payload, qos, int(retain), created),
-            )
-            self._depth += 1
-            self._enforce_bounds(created)
-        assert cursor.lastrowid is not None
-        return Spooled(cursor.lastrowid, message_id, topic, payload, qos, retain, created)
+        path: Path,
+        max_messages: int = 10000,
+        max_age_s: float = 7 * 86400,
+        sync: bool = True,
+        max_bytes: int = 100 << 20,
+    ) -> None:
+        self._writer: ThreadPoolExecutor | None = None
+        self._queued, self._queued_lock = 0, threading.Lock()
+        super().__init__(path, max_messages, max_age_s, sync, max_bytes)
 
-    def _enforce_bounds(self, now: float) -> None:
-        old = self._db.execute("DELETE FROM messages WHERE created < ?", (now - self.max_age_s,)).rowcount
-        over = 0
-        if self._depth - old > self.max_messages:  # the count is kept in memory: no scan on every put
-            over = self._db.execute(
-                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?)",
-                (self._depth - old - self.max_messages,),
-            ).rowcount
-        self._depth -= old + over
-        if old + over:
-            self._db.execute(
-                "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (old + over,),
-            )
+    @property
+    def writer(self) -> ThreadPoolExecutor:
+        """The one thread that writes the file: jobs run in the order they were submitted."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-writer")
+        return self._writer
 
-    def pending(self, after_seq: int = 0, limit: int = 100) -> list[Spooled]:
-        """Messages not yet acknowledged, oldest first."""
-        rows = self._db.execute(
-            "SELECT seq, id, topic, payload, qos, retain, created FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        return [Spooled(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in rows]
+    def put_later(self, topic: str, payload: bytes, **options: Any) -> Future[Spooled]:
+        """`put` on the writer thread; counted in `depth` from now on."""
+        with self._queued_lock:
+            self._queued += 1
 
-    def ack(self, *seqs: int) -> None:
-        """The broker has these messages: forget them (in one transaction)."""
-        if not seqs:
+        def run() -> Spooled:
+            try:
+                return self.put(topic, payload, **options)
+            finally:
+                with self._queued_lock:
+                    self._queued -= 1
+
+        return self.writer.submit(run)
+
+    def set_note(self, name: str, value: str) -> None:
+        """Remember a small piece of state across restarts (written on the writer thread once there is one)."""
+        if self._writer is None:
+            super().set_note(name, value)
             return
-        # A forgotten ack only means a duplicate after a crash (ids de-duplicate), so no fsync for it.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._db:
-                deleted = self._db.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq in seqs]).rowcount
-        finally:
-            self._db.execute(f"PRAGMA synchronous={self._sync}")
-        self._depth -= deleted
+        self._notes = {**self._notes, name: value}
+        self._writer.submit(self._save_notes)
 
     @property
     def depth(self) -> int:
-        """How many messages wait."""
-        return self._depth
-
-    @property
-    def dropped(self) -> int:
-        """How many messages were dropped (oldest first) to keep within the bounds, ever."""
-        row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
-        return int(row[0]) if row else 0
-
-    def note(self, name: str) -> str | None:
-        """A small piece of state kept with the spool (e.g. the Home Assistant entities last announced)."""
-        row = self._db.execute("SELECT value FROM notes WHERE name = ?", (name,)).fetchone()
-        return str(row[0]) if row else None
-
-    def set_note(self, name: str, value: str) -> None:
-        """Remember a small piece of state across restarts."""
-        self._db.execute(
-            "INSERT INTO notes (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            (name, value),
-        )
+        """How many messages wait (on disk, in memory, or queued for the writer)."""
+        return super().depth + self._queued
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Finish the queued writes, then close the store."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+        super().close()

@@ -53,6 +53,7 @@ def test_the_default_node_announces_diagnostics_and_controls(make_config: Callab
         "decode_speed",
         "spool_depth",
         "spool_dropped",
+        "spool_problem",
         "ask",
         "answer",
         "analyze",
