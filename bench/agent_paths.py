@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from edge_agent.agent.watch import watch_system_prompt
+from edge_agent.config.model import ModelConfig
 from edge_agent.messages import ToolCall, ToolResponse, ToolSpec
 from edge_agent.model.runtime.answer import Answer, Answerer, Question
 from edge_agent.model.runtime.constrain import ConstraintFactory
@@ -97,7 +99,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ticks", type=int, default=4)
     args = parser.parse_args()
-    engine = TextEngine(locate_model(args.model, args.variant), EngineOptions(intra_op_threads=args.threads))
+    options = replace(EngineOptions.from_config(ModelConfig(path=args.model)), intra_op_threads=args.threads)
+    engine = TextEngine(locate_model(args.model, args.variant), options)  # the daemon's defaults
     tokenizer = Tokenizer(args.model)
     constraints = ConstraintFactory(tokenizer, engine.files.tokenizer_json, engine.files.info.vocab_size)
     answerer = Answerer(engine, tokenizer)
