@@ -105,11 +105,14 @@ timed "host: build the project wheel" "$venv/bin/pip" wheel --quiet --no-deps -w
 wheel=$(basename "$(ls "$work"/dist/edge_agent-*.whl)")
 say "built $wheel"
 
-# The same commands on both sides: greedy, fixed prompt, end-of-turn ignored so all tokens are compared.
+# The same commands on both sides: greedy, fixed prompt, end-of-turn ignored so all tokens are compared, with
+# the files' own numerics (the node's default int8 activations use each CPU's own int8 kernels, AVX2/VNNI or
+# NEON dot products, which round differently: those are run once on the guest below, not compared).
 gen_args=(generate --model "MODEL" --prompt "Is the garage door open?" --greedy --max-new-tokens 16
-  --ignore-eos --threads 2 --json)
+  --ignore-eos --threads 2 --json --file-numerics)
 ask_args=(ask "What do you see and hear?" --model "MODEL" --image "MODEL/examples/porch.png" --audio
-  "MODEL/examples/speech.wav" --budget 70 --greedy --max-new-tokens 8 --ignore-eos --threads 2 --json)
+  "MODEL/examples/speech.wav" --budget 70 --greedy --max-new-tokens 8 --ignore-eos --threads 2 --json
+  --file-numerics)
 host_gen=$("$venv/bin/edge-agent" "${gen_args[@]//MODEL/$repo/$model}" | tail -1) || die "host: generate failed"
 if [ "${ARM64_MEDIA:-1}" != 0 ]; then
   host_ask=$("$venv/bin/edge-agent" "${ask_args[@]//MODEL/$repo/$model}" | tail -1) || die "host: ask failed"
@@ -165,6 +168,12 @@ say "guest packages: $(tr '\n' ' ' <"$work/guest-packages.txt")"
 quote() { printf '%q ' "$@"; }
 timed "guest: edge-agent generate" guest "$(quote /opt/edge-agent/bin/edge-agent "${gen_args[@]//MODEL//mnt/repo/$model}") \
   | tail -1 >/mnt/work/guest-gen.json" || die "guest: generate failed"
+int8_args=("${gen_args[@]:0:${#gen_args[@]}-1}")  # without --file-numerics: the node's default
+timed "guest: edge-agent generate (int8 activations)" guest "$(quote /opt/edge-agent/bin/edge-agent \
+  "${int8_args[@]//MODEL//mnt/repo/$model}") | tail -1 >/mnt/work/guest-int8.json" \
+  || die "guest: generate with the default int8 activations failed"
+[ "$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["ids"]))' "$work/guest-int8.json")" = 16 ] \
+  || die "guest: generate with int8 activations did not give 16 ids"
 if [ "${ARM64_MEDIA:-1}" != 0 ]; then
   timed "guest: edge-agent ask (image+audio)" guest "$(quote /opt/edge-agent/bin/edge-agent \
     "${ask_args[@]//MODEL//mnt/repo/$model}") | tail -1 >/mnt/work/guest-ask.json" || die "guest: ask failed"

@@ -30,7 +30,9 @@ def _prompt_ids(text: str) -> list[int]:
 
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine options a node would use for this model (its config defaults), with --threads."""
-    return EngineOptions.from_config(ModelConfig(path=args.model, variant=args.variant, intra_op_threads=args.threads))
+    exact = {"int8_activations": False, "quantize_head": "keep"} if args.file_numerics else {}
+    model = ModelConfig(path=args.model, variant=args.variant, intra_op_threads=args.threads, **exact)
+    return EngineOptions.from_config(model)
 
 
 def sampling_from_args(args: argparse.Namespace, defaults: dict[str, object]) -> SamplingParams:
@@ -129,3 +131,9 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
     parser.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-turn tokens")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: one per core)")
+    parser.add_argument(
+        "--file-numerics",
+        action="store_true",
+        help="compute as the model files say (INT4 kernels in fp32, head as exported), as the reference client "
+        "does: for comparing ids; default: the node's faster int8 activations",
+    )

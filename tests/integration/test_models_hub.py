@@ -90,7 +90,7 @@ def test_a_q4_pull_takes_only_the_q4_files_which_verify_and_generate(hub: FakeHu
     case = json.loads((TINY / "goldens.json").read_text())["cases"][2]
     prompt = ",".join(map(str, case["prompt_ids"]))
     args = ["--prompt-ids", prompt, "--greedy", "--ignore-eos", "--max-new-tokens", "32", "--json"]
-    generated = edge_agent(hub, "generate", "--model", str(model), "--variant", "q4", *args)
+    generated = edge_agent(hub, "generate", "--model", str(model), "--variant", "q4", "--file-numerics", *args)
     assert generated.returncode == 0, generated.stderr
     assert json.loads(generated.stdout)["ids"] == case["q4_greedy_ids"]
 
