@@ -1,4 +1,4 @@
-"""The daemon under a fake systemd: READY=1 once the broker is connected, WATCHDOG=1 pings, STOPPING=1."""
+"""The daemon under a fake systemd: READY=1 once the model load has settled, WATCHDOG=1 pings, STOPPING=1."""
 
 from __future__ import annotations
 
