@@ -129,11 +129,11 @@ class Answerer:
         """How many leading ids are text (before the first media placeholder): what may be shared between requests."""
         return next((i for i, token in enumerate(ids) if token in self._placeholders), len(ids))
 
-    def _start(self, prompt: MediaPrompt, conversation: Conversation) -> KVCache | None:
+    def _start(self, prompt: MediaPrompt, text: int, conversation: Conversation) -> KVCache | None:
         own = conversation.start_for(prompt.ids)
         if own is not None or conversation.cache is not None:
             return own
-        return self.prefixes.longest(prompt.ids, min(self._text_prefix(prompt.ids), len(prompt.ids) - 1))
+        return self.prefixes.longest(prompt.ids, min(text, len(prompt.ids) - 1))
 
     def answer(
         self,
@@ -150,7 +150,8 @@ class Answerer:
         media, preprocess_s, encoder_s = self._media(question, conversation)
         started = time.monotonic()
         prompt = merge_media(self.engine, self.prompt_ids(question), media)
-        start = self._start(prompt, conversation)
+        text = self._text_prefix(prompt.ids)  # leading text ids: what may be shared with other requests
+        start = self._start(prompt, text, conversation)
         merge_s = time.monotonic() - started
         generation = Generation(
             PrefilledModel(self.engine, prompt, start), prompt.ids, settings, self.tokenizer.stream(not special_tokens)
@@ -161,8 +162,7 @@ class Answerer:
         result = generation.result
         reused = start.length if start is not None else 0
         if generation.cache is not None:
-            text = self._text_prefix(prompt.ids)
-            self.prefixes.store(prompt.ids[:text], generation.cache.truncated(min(text, generation.cache.length)))
+            self.prefixes.store(prompt.ids[:text], generation.cache)
         conversation.remember(prompt.ids + result.ids, generation.cache)
         conversation.prefilled_tokens += len(prompt.ids) - reused
         conversation.reused_tokens += reused

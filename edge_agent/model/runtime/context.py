@@ -56,16 +56,19 @@ class PrefixCache:
         return self._entries[best_key].truncated(best)
 
     def store(self, ids: Sequence[int], cache: KVCache) -> None:
-        """Keep the cache of `ids` (cache.length positions of them), dropping the oldest entries over budget."""
-        key = tuple(ids[: cache.length])
-        if len(key) < MIN_SHARED_PREFIX or cache.nbytes > self.max_bytes:
+        """Keep the cache of the leading `ids` (cut to what `cache` holds), dropping the oldest entries over budget;
+        the cache is copied only when it is kept (a prefix already stored costs nothing)."""
+        length = min(len(ids), cache.length)
+        key = tuple(ids[:length])
+        size = cache.nbytes * length // max(cache.length, 1)
+        if length < MIN_SHARED_PREFIX or size > self.max_bytes:
             return
-        if any(known[: len(key)] == key for known in self._entries):  # already covered by a longer one
+        if any(known[:length] == key for known in self._entries):  # already covered by one as long or longer
             return
         for known in list(self._entries):  # a stored prefix of the new key adds nothing
             if key[: len(known)] == known:
                 del self._entries[known]
-        self._entries[key] = cache
+        self._entries[key] = cache.truncated(length)
         while self.nbytes > self.max_bytes:
             self._entries.popitem(last=False)
 
