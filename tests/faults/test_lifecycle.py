@@ -21,6 +21,7 @@ from paho.mqtt import publish
 from rig.binaries import require
 from rig.broker import Mosquitto, free_port
 from rig.daemon import Daemon
+from rig.notify import receive_until
 from rig.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,21 +194,6 @@ def test_sigterm_during_a_generation_with_cameras_stuck_opening_exits_within_sec
         subscriber.close()
 
 
-def datagrams(sock: socket.socket, until: Callable[[str], bool], timeout_s: float = 60.0) -> list[str]:
-    """sd_notify datagrams received until one satisfies `until`."""
-    got: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            got.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-        if until(got[-1]):
-            return got
-    raise AssertionError(f"not received; got {got}")
-
-
 def test_a_node_that_boots_without_a_broker_becomes_ready_and_says_the_broker_is_unreachable(
     tmp_path: Path, write_config: Callable[[str], Path]
 ) -> None:
@@ -219,7 +205,7 @@ def test_a_node_that_boots_without_a_broker_becomes_ready_and_says_the_broker_is
         sock.bind(str(path))
         daemon = Daemon(config, env={**os.environ, "NOTIFY_SOCKET": str(path)})
         try:
-            before = datagrams(sock, lambda m: "READY=1" in m)
+            before = receive_until(sock, "READY=1", timeout_s=60)
             assert any("EXTEND_TIMEOUT_USEC=" in m for m in before)  # sent while the model loads
             ready = before[-1]
             assert "STATUS=running; MQTT broker unreachable, retrying" in ready, ready
@@ -228,7 +214,7 @@ def test_a_node_that_boots_without_a_broker_becomes_ready_and_says_the_broker_is
             subscriber = Subscriber(broker.host, port, ["edge_agent/nobroker/#"])
             try:
                 subscriber.wait_for(lambda _: subscriber.on("edge_agent/nobroker/availability")[-1:] == [b"online"])
-                later = datagrams(sock, lambda m: "STATUS=running" in m and "unreachable" not in m, timeout_s=30)
+                later = receive_until(sock, lambda m: "STATUS=running" in m and "unreachable" not in m, timeout_s=30)
                 assert not any("READY=1" in m for m in later)  # ready once
                 assert stop_timed(daemon) < STOP_LIMIT_S
                 subscriber.wait_for(lambda _: subscriber.on("edge_agent/nobroker/availability")[-1:] == [b"offline"])

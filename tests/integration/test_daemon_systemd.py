@@ -13,23 +13,9 @@ from pathlib import Path
 from paho.mqtt import publish
 from rig.broker import Mosquitto
 from rig.daemon import Daemon
+from rig.notify import receive_until
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def receive_until(sock: socket.socket, wanted: str, timeout_s: float = 30.0) -> list[str]:
-    """Datagrams received until one contains `wanted`."""
-    got: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            got.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-        if wanted in got[-1]:
-            return got
-    raise AssertionError(f"no {wanted!r} from the daemon; got {got}")
 
 
 def test_ready_watchdog_and_stopping(tmp_path: Path, mosquitto: Mosquitto, write_config: Callable[[str], Path]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rig.greedy import greedy
 
 from edge_agent.model.runtime.engine import EngineError, EngineOptions, TextEngine, choose_providers
 from edge_agent.model.store.files import ModelFilesError, locate_model
@@ -18,15 +19,6 @@ FIXTURES = ["tiny-gemma4", "tiny-gemma4-b"]
 
 def goldens(name: str) -> dict:  # type: ignore[type-arg]
     return json.loads((MODELS / name / "goldens.json").read_text())
-
-
-def greedy(engine: TextEngine, prompt: list[int], steps: int) -> list[int]:
-    logits, cache = engine.forward(prompt)
-    ids = []
-    for _ in range(steps):
-        ids.append(int(np.argmax(logits)))
-        logits, cache = engine.forward([ids[-1]], cache)
-    return ids
 
 
 @pytest.fixture(scope="module", params=FIXTURES)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from rig.greedy import greedy
 
 from edge_agent.config.model import ModelConfig
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine, open_session
@@ -37,15 +38,6 @@ AS_EXPORTED = Rewrites(logits_to_keep=False)
 
 def goldens(name: str) -> dict[str, Any]:
     return dict(json.loads((MODELS / name / "goldens.json").read_text()))
-
-
-def greedy(engine: TextEngine, prompt: list[int], steps: int) -> list[int]:
-    logits, cache = engine.forward(prompt)
-    ids = []
-    for _ in range(steps):
-        ids.append(int(np.argmax(logits)))
-        logits, cache = engine.forward([ids[-1]], cache)
-    return ids
 
 
 def engine(name: str, variant: str, rewrites: Rewrites, cache: Path | None = None) -> TextEngine:
