@@ -173,8 +173,9 @@ def test_prompts_assembled_from_cached_prefixes_equal_the_published_template(
         assert context.cache is not None
         held = context.cache.truncated(len(expected))
         _, whole = answerer.engine.forward(expected)
-        for name, tensor in whole.tensors.items():
-            np.testing.assert_allclose(held.tensors[name], tensor, atol=2e-4, rtol=1e-3)
+        for name, tensor in whole.tensors.items():  # a sliding layer may hold only its last positions
+            kept = held.tensors[name].shape[2]
+            np.testing.assert_allclose(held.tensors[name], tensor[:, :, tensor.shape[2] - kept :], atol=2e-4, rtol=1e-3)
 
 
 _ANSWERERS: dict[Path, Answerer] = {}

@@ -12,8 +12,9 @@ from edge_agent.messages import ToolSpec
 from edge_agent.model.media.audio import AudioInput, AudioSettings, audio_features
 from edge_agent.model.media.vision import ImageInput, VisionSettings, preprocess_image
 from edge_agent.model.runtime.context import Conversation, PrefixCache
-from edge_agent.model.runtime.engine import KVCache, TextEngine
+from edge_agent.model.runtime.engine import TextEngine
 from edge_agent.model.runtime.generate import Generation, GenerationSettings
+from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.runtime.media_prompt import (
     EncodedMedia,
     MediaPrompt,
@@ -161,9 +162,9 @@ class Answerer:
                 on_text(step.text)
         result = generation.result
         reused = start.length if start is not None else 0
-        if generation.cache is not None:
-            self.prefixes.store(prompt.ids[:text], generation.cache)
-        conversation.remember(prompt.ids + result.ids, generation.cache)
+        if generation.prompt_cache is not None:  # before decoding: a sliding layer still holds the whole prompt
+            self.prefixes.store(prompt.ids[:text], generation.prompt_cache)
+        conversation.remember(prompt.ids + result.ids, generation.cache, generation.prompt_cache)
         conversation.prefilled_tokens += len(prompt.ids) - reused
         conversation.reused_tokens += reused
         return Answer(

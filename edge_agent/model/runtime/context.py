@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_agent.model.runtime.engine import KVCache
+from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.runtime.media_prompt import EncodedMedia
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a cache copy
@@ -44,9 +44,9 @@ class PrefixCache:
     def longest(self, ids: Sequence[int], limit: int) -> KVCache | None:
         """The cache of the longest stored prefix of `ids` (at most `limit` positions), or None."""
         best, best_key = 0, None
-        for key in self._entries:
+        for key, cache in self._entries.items():
             shared = min(common_prefix(key, ids), limit)
-            if shared > best:
+            if shared > best and cache.can_truncate(shared):
                 best, best_key = shared, key
         if best_key is None or best < MIN_SHARED_PREFIX:
             return None
@@ -61,7 +61,7 @@ class PrefixCache:
         length = min(len(ids), cache.length)
         key = tuple(ids[:length])
         size = cache.nbytes * length // max(cache.length, 1)
-        if length < MIN_SHARED_PREFIX or size > self.max_bytes:
+        if length < MIN_SHARED_PREFIX or size > self.max_bytes or not cache.can_truncate(length):
             return
         if any(known[:length] == key for known in self._entries):  # already covered by one as long or longer
             return
@@ -81,6 +81,7 @@ class Conversation:
     media_key: tuple[int, ...] = ()  # identity of the images and clips that `media` encodes
     ids: list[int] = field(default_factory=list)
     cache: KVCache | None = None
+    prompt_cache: KVCache | None = None  # the last prompt's cache, kept only when `cache` can no longer rewind to it
     prefilled_tokens: int = 0  # positions this request prefilled (reused ones not counted)
     reused_tokens: int = 0  # positions taken from a cache instead
     encoder_runs: int = 0  # images and clips encoded
@@ -91,9 +92,15 @@ class Conversation:
         if self.cache is None:
             return None
         shared = min(common_prefix(self.ids, ids), self.cache.length, len(ids) - 1)
-        return self.cache.truncated(shared) if shared > 0 else None
+        for cache in (self.cache, self.prompt_cache):  # a trimmed sliding layer may not reach back far enough
+            if cache is not None and 0 < shared <= cache.length and cache.can_truncate(shared):
+                return cache.truncated(shared)
+        return None
 
-    def remember(self, ids: Sequence[int], cache: KVCache | None) -> None:
-        """The context after a generation: `cache` holds the first cache.length of `ids`."""
+    def remember(self, ids: Sequence[int], cache: KVCache | None, prompt_cache: KVCache | None = None) -> None:
+        """The context after a generation: `cache` holds the first cache.length of `ids`; `prompt_cache` (the
+        prompt's, before decoding) is kept when `cache` has trimmed sliding layers that cannot rewind to it."""
         if cache is not None:
             self.ids, self.cache = list(ids[: cache.length]), cache
+            rewinds = prompt_cache is None or cache.can_truncate(prompt_cache.length)
+            self.prompt_cache = None if rewinds else prompt_cache

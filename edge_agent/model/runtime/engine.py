@@ -13,9 +13,12 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_agent.config.model import ModelConfig
+from edge_agent.model.runtime.graph_attention import KEYS_DEFINE_MASK, WHOLE_CACHES
 from edge_agent.model.runtime.graph_cache import PreparedGraph, default_cache_dir, prepare_graph
 from edge_agent.model.runtime.graph_rewrite import Rewrites
+from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.store.files import ModelFiles, ModelFilesError
+from edge_agent.model.store.geometry import read_kv_geometry
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +64,6 @@ class EngineOptions:
             rewrites=rewrites,
             graph_cache=model.graph_cache_dir or default_cache_dir(),
         )
-
-
-@dataclass(frozen=True)
-class KVCache:
-    """Past keys/values by decoder input name, and how many positions they hold."""
-
-    tensors: dict[str, np.ndarray]
-    length: int
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the keys and values."""
-        return sum(tensor.nbytes for tensor in self.tensors.values())
-
-    def truncated(self, length: int) -> KVCache:
-        """The first `length` positions, copied (a cache is never written in place, so both stay valid)."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"cannot keep {length} of {self.length} cached positions")
-        if length == self.length:
-            return self
-        return KVCache({name: np.ascontiguousarray(t[:, :, :length]) for name, t in self.tensors.items()}, length)
 
 
 def choose_providers(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
@@ -174,6 +156,7 @@ class TextEngine:
         self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()
+        self._windows = self._sliding_windows()
         self.vision: Encoder | None = None
         self.audio: Encoder | None = None
         if files.vision_encoder and "image" in encoders:
@@ -198,6 +181,22 @@ class TextEngine:
         if embed_in != ["input_ids"]:
             raise EngineError(f"{self.files.embed_tokens.onnx}: expected one input 'input_ids', got {embed_in}")
 
+    def _sliding_windows(self) -> dict[str, int]:
+        """Past inputs of sliding layers, when the graph cuts each mask to its keys (so they may hold a window)."""
+        meta = self._decoder.get_modelmeta().custom_metadata_map
+        if meta.get(KEYS_DEFINE_MASK) != "1":
+            return {}
+        geometry = read_kv_geometry(self.files.root / "config.json")
+        whole = set(meta.get(WHOLE_CACHES, "").split(","))
+        windows = {}
+        for name in self.past_names:
+            if name in whole or name.replace(".key", ".value") in whole or name.replace(".value", ".key") in whole:
+                continue
+            layer = int(_PAST.match(name).group(1))  # type: ignore[union-attr]
+            if layer < len(geometry.layers) and geometry.layers[layer].sliding:
+                windows[name] = geometry.sliding_window
+        return windows
+
     @property
     def past_names(self) -> list[str]:
         """Decoder inputs that carry the KV cache, in layer order."""
@@ -213,7 +212,7 @@ class TextEngine:
             if len(dims) != 4 or dims[1] is None or dims[3] is None:
                 raise EngineError(f"{self.files.decoder.onnx}: cannot size {name} from shape {node.shape}")
             tensors[name] = np.zeros((1, dims[1], 0, dims[3]), dtype=_dtype(node, self.files.decoder.onnx))
-        return KVCache(tensors, 0)
+        return KVCache(tensors, 0, self._windows)
 
     def embed(self, input_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """`inputs_embeds` [1,S,H] and `per_layer_inputs` [1,S,L,P] for a token sequence."""
@@ -240,7 +239,9 @@ class TextEngine:
         self.positions_run += steps
         logits, *present = self._decoder.run(names, feeds)
         tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
-        return np.asarray(logits)[0, -1].astype(np.float32), KVCache(tensors, total)
+        grown = KVCache(tensors, total, cache.windows)
+        # trimmed on decode steps only: a prompt's cache stays whole, so any of its prefixes can be kept
+        return np.asarray(logits)[0, -1].astype(np.float32), grown.trimmed() if steps == 1 else grown
 
     def forward(self, input_ids: Sequence[int], cache: KVCache | None = None) -> tuple[np.ndarray, KVCache]:
         """Embed `input_ids` and decode them after `cache` (a fresh cache when None)."""

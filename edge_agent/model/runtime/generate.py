@@ -124,6 +124,7 @@ class Generation:
         self.result = GenerationResult(prompt_ids=list(prompt_ids))
         self._sampler = Sampler(settings.sampling)
         self.cache: Any = None  # the model's cache after its last call (prompt and every token fed back)
+        self.prompt_cache: Any = None  # the model's cache right after the prompt (before any new token)
 
     def _interrupted(self) -> FinishReason | None:
         if self.settings.cancel is not None and self.settings.cancel.is_set():
@@ -150,7 +151,7 @@ class Generation:
             result.finish_reason = reason
             return
         logits, cache = self.model.forward(result.prompt_ids)
-        self.cache = cache
+        self.cache = self.prompt_cache = cache
         result.prefill_s = time.monotonic() - started
         pending = ""  # text held back because it may begin a stop string
         decode_start = time.monotonic()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from onnx import ModelProto
 
+from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
 from edge_agent.model.runtime.graph_head import head_bits, quantize_head
 from edge_agent.model.runtime.graph_rewrite import (
     Rewrites,
@@ -30,7 +31,7 @@ from edge_agent.model.store.manifest import ModelFilesError, sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when a rewrite changes what it writes for the same options
+FORMAT = 2  # bump when a rewrite changes what it writes for the same options
 _META = "meta.json"
 _GRAPH = "graph.onnx"
 
@@ -76,6 +77,10 @@ def apply_rewrites(model: ModelProto, folder: Path, rewrites: Rewrites) -> tuple
     changed = False
     if rewrites.logits_to_keep:
         changed |= add_logits_to_keep(model)
+    if rewrites.grouped_attention:
+        grouped, masks = group_query_heads(model), slice_masks_to_keys(model)
+        log.debug("decoder: %d attention products grouped by KV head, %d masks follow their keys", grouped, masks)
+        changed |= grouped + masks > 0
     bits = head_bits(model, rewrites.head)
     tensors = quantize_head(model, folder, bits, rewrites.new_node_level) if bits else {}
     levels = set_accuracy_level(model, rewrites)

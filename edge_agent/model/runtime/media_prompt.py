@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.model.runtime.engine import KVCache, TextEngine
+from edge_agent.model.runtime.engine import TextEngine
+from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.runtime.multimodal import (
     MediaMismatchError,
     MediaTokens,

@@ -1,0 +1,96 @@
+"""Grouped attention (no repeat_kv copy) and masks that follow their keys, so sliding layers hold only their window:
+the same logits as the exported graph, on every fixture, over contexts many windows long."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.model.runtime.context import Conversation, PrefixCache
+from edge_agent.model.runtime.engine import EngineOptions, TextEngine
+from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
+from edge_agent.model.runtime.graph_rewrite import Rewrites, load_proto
+from edge_agent.model.runtime.kv_cache import REWIND_MARGIN
+from edge_agent.model.store.files import locate_model
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+CASES = [(name, variant) for name in ("tiny-gemma4", "tiny-gemma4-b") for variant in ("fp32", "q4")]
+AS_EXPORTED = Rewrites(grouped_attention=False)
+
+
+def engine(name: str, variant: str, rewrites: Rewrites) -> TextEngine:
+    options = EngineOptions(intra_op_threads=1, rewrites=rewrites, graph_cache=None)
+    return TextEngine(locate_model(MODELS / name, variant), options, encoders=())
+
+
+def test_every_attention_product_and_mask_is_rewritten() -> None:
+    """Each layer's scores and values read the cache itself, and each layer's mask is cut to its keys."""
+    model = load_proto(str(MODELS / "tiny-gemma4" / "onnx" / "decoder_model_merged.onnx"))
+    expands = sum(node.op_type == "Expand" for node in model.graph.node)
+    layers = 6
+    assert group_query_heads(model) == 2 * layers
+    assert slice_masks_to_keys(model) == layers
+    assert sum(node.op_type == "Expand" for node in model.graph.node) == expands - 2 * layers
+    assert group_query_heads(model) == 0  # idempotent: nothing left to rewrite
+
+
+@pytest.mark.parametrize(("name", "variant"), CASES)
+def test_trimmed_sliding_caches_give_the_exported_logits(name: str, variant: str) -> None:
+    """Prefill then greedy decode well past the window and margin: the same ids, logits within float noise, and
+    the sliding caches were cut."""
+    reference, rewritten = engine(name, variant, AS_EXPORTED), engine(name, variant, Rewrites())
+    assert rewritten.empty_cache().windows, "no sliding layer may be trimmed: the rewrite did not apply"
+    window = next(iter(rewritten.empty_cache().windows.values()))
+    prompt = [(7 * i + 3) % 200 + 5 for i in range(2 * window + 3)]
+    ref_logits, ref_cache = reference.forward(prompt)
+    new_logits, new_cache = rewritten.forward(prompt)
+    trimmed = 0
+    for _ in range(REWIND_MARGIN + 6 * window):
+        np.testing.assert_allclose(new_logits, ref_logits, atol=2e-4, rtol=1e-4)
+        token = int(np.argmax(ref_logits))
+        assert int(np.argmax(new_logits)) == token
+        ref_logits, ref_cache = reference.forward([token], ref_cache)
+        new_logits, new_cache = rewritten.forward([token], new_cache)
+        trimmed = max(trimmed, *(new_cache.dropped(n) for n in new_cache.windows))
+    assert trimmed > 0
+    assert all(new_cache.tensors[n].shape[2] <= REWIND_MARGIN + window * 3 // 2 + 1 for n in new_cache.windows)
+    assert new_cache.length == ref_cache.length
+
+
+def test_a_trimmed_cache_is_cut_only_where_every_window_is_still_held() -> None:
+    """Truncating below what a sliding layer still holds is refused; the request then prefills again."""
+    model = engine("tiny-gemma4", "fp32", Rewrites())
+    window = next(iter(model.empty_cache().windows.values()))
+    prompt = list(range(5, 5 + window))
+    _, cache = model.forward(prompt)
+    for token in range(REWIND_MARGIN + 4 * window):
+        _, cache = model.forward([token % 50 + 5], cache)
+    oldest = min(cache.length - cache.tensors[n].shape[2] for n in cache.windows)
+    assert not cache.can_truncate(1) and cache.can_truncate(cache.length)
+    with pytest.raises(ValueError, match="cannot keep"):
+        cache.truncated(1)
+    kept = cache.truncated(cache.length - 1)
+    assert kept.length == cache.length - 1 and oldest <= kept.length
+    conversation = Conversation(ids=prompt + [0] * (cache.length - len(prompt)), cache=cache)
+    assert conversation.start_for([*prompt, 999]) is None  # the whole prompt is no longer held
+    _, prompt_cache = model.forward(prompt)
+    conversation.remember(conversation.ids, cache, prompt_cache)  # what an answer keeps: the prompt's own cache
+    restart = conversation.start_for([*prompt, 999])
+    assert restart is not None and restart.length == len(prompt)
+    prefixes = PrefixCache(1 << 30)
+    prefixes.store(list(range(cache.length)), cache.truncated(cache.length))
+    assert prefixes.longest(list(range(cache.length)), 16) is None  # stored, but its first 16 are gone
+
+
+def test_without_the_rewrite_nothing_is_trimmed(caplog: pytest.LogCaptureFixture) -> None:
+    """A graph whose masks do not follow their keys keeps every position of every layer."""
+    caplog.set_level(logging.DEBUG)
+    model = engine("tiny-gemma4-b", "fp32", AS_EXPORTED)
+    assert model.empty_cache().windows == {}
+    _, cache = model.forward(list(range(5, 60)))
+    for token in range(30):
+        _, cache = model.forward([token + 5], cache)
+    assert all(tensor.shape[2] == cache.length for tensor in cache.tensors.values())
