@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import psutil
 
 from edge_agent.config import HealthConfig, ModelConfig
 from edge_agent.health.admission import Admission, admit, fallback_location
+from edge_agent.health.probes import Memory, Probes
 from edge_agent.model.runtime.answer import Answerer
 from edge_agent.model.runtime.constrain import ConstraintFactory
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.tokenizer import Tokenizer
 from edge_agent.model.store.files import ModelFiles, locate_model
 from edge_agent.model.store.geometry import sizes_at
+from edge_agent.model.store.verified import VerifiedCache
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,20 @@ class LoadedModel:
         return min(self.config.max_context, self.files.info.max_position_embeddings)
 
 
-def load_model(model: ModelConfig, health: HealthConfig, use_fallback: bool = False) -> LoadedModel:
-    """Admission, then the sessions of the chosen model (checksums verified); ModelRefusedError when nothing fits.
-    `use_fallback` loads the configured fallback (degradation level 4) even when the primary would fit."""
+def load_model(
+    model: ModelConfig,
+    health: HealthConfig,
+    use_fallback: bool = False,
+    memory: Callable[[], Memory | None] | None = None,
+) -> LoadedModel:
+    """Admission, then the sessions of the chosen model (checksums verified, or known verified and unchanged);
+    ModelRefusedError when nothing fits. `use_fallback` loads the configured fallback (degradation level 4) even
+    when the primary would fit. `memory` is the ladder's memory view (`Probes().memory`, cgroup-aware, by default)."""
     started = time.monotonic()
-    available_mb = psutil.virtual_memory().available / 2**20
-    admission = admit(model, health, available_mb, sizes_at)
+    seen = (memory or Probes().memory)()
+    available_mb = None if seen is None else seen.available_mb
+    source = "memory available now" if seen is None else f"memory available now ({seen.limited_by})"
+    admission = admit(model, health, available_mb, sizes_at, available_source=source)
     log.info("model admission: %s: %s", admission.decision, admission.reason)
     if admission.decision == "refuse":
         raise ModelRefusedError(admission.reason)
@@ -71,7 +80,11 @@ def load_model(model: ModelConfig, health: HealthConfig, use_fallback: bool = Fa
     if fallback:
         assert location is not None
         root, variant = location
-    files = locate_model(root, variant, verify=True)
+    verified = VerifiedCache.for_model(root)
+    skipped = verified.hashes_skipped
+    files = locate_model(root, variant, verify=True, verified=verified)
+    if verified.hashes_skipped > skipped:
+        log.info("model files: %d verified before and unchanged, not hashed again", verified.hashes_skipped - skipped)
     options = EngineOptions.from_config(model)
     engine = TextEngine(files, options)
     tokenizer = Tokenizer(files.root)

@@ -1,5 +1,6 @@
-"""SIGHUP: read the config file again and apply tasks, tools and the agent section; reload the model only if its
-section changed. Sections that need a restart (broker, cameras, ...) make the reload refuse, saying which."""
+"""SIGHUP: read the config file again and apply tasks, tools, the agent and health sections (the degradation ladder's
+thresholds and fallback); reload the model only if its section changed.
+Sections that need a restart (broker, cameras, ...) make the reload refuse, saying which."""
 
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ if TYPE_CHECKING:
     from edge_agent.sinks.announce import Announcer
 
 log = logging.getLogger(__name__)
-LIVE_SECTIONS = ("tasks", "tools", "agent", "model")
+LIVE_SECTIONS = ("tasks", "tools", "agent", "model", "health")
+HEALTH_AT_START = ("prometheus_host", "prometheus_port", "watchdog_stall_s")  # read once, when the node starts
 
 
 def sections_needing_restart(old: Config, new: Config) -> list[str]:
-    """Top-level sections that changed but cannot be applied to a running node."""
-    return [
+    """Top-level sections (or health fields) that changed but cannot be applied to a running node."""
+    changed = [
         name for name in Config.model_fields if name not in LIVE_SECTIONS and getattr(old, name) != getattr(new, name)
+    ]
+    return changed + [
+        f"health.{name}" for name in HEALTH_AT_START if getattr(old.health, name) != getattr(new.health, name)
     ]
 
 
@@ -67,6 +72,8 @@ class Reloader:
             return False
         old, self.config = self.config, new
         self.node.config = new
+        if new.health != old.health or new.model != old.model:
+            self.node.apply_health(new)  # thresholds, level-0 limits and the fallback: the ladder's view of both
         self.node.agent.reconfigure(new, self.toolbox(new))
         self.subscribe_tools()
         if self.announcer is not None:

@@ -108,10 +108,12 @@ class Admission:
         }
 
 
-def _budget(memory_available_mb: float | None, memory_limit_mb: float | None) -> tuple[float | None, str]:
+def _budget(
+    memory_available_mb: float | None, memory_limit_mb: float | None, available_source: str
+) -> tuple[float | None, str]:
     if memory_limit_mb is not None and (memory_available_mb is None or memory_limit_mb <= memory_available_mb):
         return memory_limit_mb, f"memory_limit_mb {memory_limit_mb:g}"
-    return memory_available_mb, "memory available now"
+    return memory_available_mb, available_source
 
 
 def decide(
@@ -119,9 +121,10 @@ def decide(
     fallback: MemoryEstimate | None,
     memory_available_mb: float | None,
     memory_limit_mb: float | None = None,
+    available_source: str = "memory available now",
 ) -> Admission:
     """Load the primary if it fits the lower of available memory and the limit, else the fallback, else refuse."""
-    budget, source = _budget(memory_available_mb, memory_limit_mb)
+    budget, source = _budget(memory_available_mb, memory_limit_mb, available_source)
 
     def admission(decision: Decision, reason: str) -> Admission:
         return Admission(decision, reason, primary, fallback, budget, memory_available_mb, memory_limit_mb)
@@ -154,8 +157,11 @@ def admit(
     memory_available_mb: float | None,
     sizes_at: Callable[[Path, str], ModelSizes],
     trim_sliding: bool = False,
+    *,
+    available_source: str = "memory available now",
 ) -> Admission:
-    """Estimate the configured model and its fallback from their sizes (read by `sizes_at`) and decide."""
+    """Estimate the configured model and its fallback from their sizes (read by `sizes_at`) and decide;
+    `memory_available_mb` comes from `Probes.memory()`, the view the degradation ladder reads too."""
 
     def estimate(root: Path, variant: str) -> MemoryEstimate:
         return estimate_memory(
@@ -169,4 +175,12 @@ def admit(
     location = fallback_location(model)
     primary = estimate(model.path, model.variant)
     fallback = estimate(*location) if location else None
-    return decide(primary, fallback, memory_available_mb, model.memory_limit_mb)
+    return decide(primary, fallback, memory_available_mb, model.memory_limit_mb, available_source)
+
+
+def swap_back_mb(admission: Admission) -> float:
+    """Memory the primary model needs beyond the fallback (by their estimates): what the ladder must see free,
+    beyond its own thresholds, before it swaps the primary back in (0 without a fallback)."""
+    if admission.fallback is None:
+        return 0.0
+    return max(0.0, admission.primary.total_mb - admission.fallback.total_mb)

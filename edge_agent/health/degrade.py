@@ -36,6 +36,7 @@ class Reading:
     temperature_c: float | None
     throttled_now: frozenset[str] = frozenset()
     memory_available_mb: float | None = None
+    process_rss_mb: float | None = None  # what this process holds (the loaded model is most of it)
 
     @classmethod
     def from_probes(cls, probes: Probes) -> Reading:
@@ -49,6 +50,7 @@ class Reading:
             temperature_c=hottest_c,
             throttled_now=throttling.now if throttling else frozenset(),
             memory_available_mb=memory.available_mb if memory else None,
+            process_rss_mb=memory.process_rss_mb if memory else None,
         )
 
 
@@ -135,10 +137,22 @@ class DegradationLadder:
         self.base = base
         self.fallback_available = fallback_available
         self.swap_back_mb = swap_back_mb
+        self.measured_swap_back_mb = 0.0  # what swaps since level 0 really freed or took (see swap_settled)
         self._level = Level.NORMAL
         self._reason = "normal"
         self._last_change: float | None = None
         self._clear_since: float | None = None
+        self._swap: tuple[bool, float | None] | None = None  # a swap under way: its direction, our RSS before it
+
+    def reconfigure(self, config: HealthConfig, base: Limits, fallback_available: bool) -> DegradationState:
+        """New thresholds, level-0 limits and fallback (SIGHUP); the level and its timers stay, and the next
+        reading moves from there under the new thresholds."""
+        if fallback_available != self.fallback_available:
+            self.measured_swap_back_mb = 0.0
+        self.config, self.base, self.fallback_available = config, base, fallback_available
+        if self._level == Level.FALLBACK_MODEL and not fallback_available:
+            self._level = Level.SHORTER_ANSWERS  # level 4 means nothing without a fallback; pressure steps on to 5
+        return self.state()
 
     @property
     def level(self) -> Level:
@@ -187,8 +201,34 @@ class DegradationLadder:
 
     def _room_for_primary(self, reading: Reading) -> bool:
         memory = reading.memory_available_mb
-        enough = self.config.memory_low_mb + self.config.memory_hysteresis_mb + self.swap_back_mb
+        swap_back = max(self.swap_back_mb, self.measured_swap_back_mb)
+        enough = self.config.memory_low_mb + self.config.memory_hysteresis_mb + swap_back
         return memory is None or memory >= enough
+
+    def swap_requested(self, to_fallback: bool, reading: Reading) -> None:
+        """The node starts swapping models; `reading` is the last one before the swap."""
+        self._swap = (to_fallback, reading.process_rss_mb)
+
+    @property
+    def swapping(self) -> bool | None:
+        """The direction of the swap under way (True: to the fallback), or None."""
+        return None if self._swap is None else self._swap[0]
+
+    def swap_settled(self, reading: Reading, happened: bool = True) -> None:
+        """The first reading after the swap finished (`happened` False: it failed): what the swap freed (down) or
+        took (up) in this process's resident memory is measured, and the primary comes back only when that much is
+        free beyond the thresholds (the admission estimate alone can be wrong). Our own RSS, not available memory,
+        so that other processes starting or ending meanwhile do not count."""
+        if self._swap is None:
+            return
+        (to_fallback, before), after = self._swap, reading.process_rss_mb
+        self._swap = None
+        if not happened or before is None or after is None:
+            return
+        # what the primary held beyond the fallback (down), or took (up); the larger counts until the ladder is back
+        # at level 0, so a reading taken before the memory settled cannot let the primary back too early twice
+        taken = before - after if to_fallback else after - before
+        self.measured_swap_back_mb = max(self.measured_swap_back_mb, taken)
 
     def _since(self, now: float, moment: float | None) -> float:
         return float("inf") if moment is None else now - moment
@@ -224,4 +264,5 @@ class DegradationLadder:
         self._level, self._reason, self._last_change = target, reason, now
         if target == Level.NORMAL:
             self._clear_since = None
+            self.measured_swap_back_mb = 0.0  # three cool-downs with the primary and no pressure: measure afresh
         return self.state(changed=True)

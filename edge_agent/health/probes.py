@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psutil
 
+from edge_agent.health.memory import CgroupMemory, cgroup_memory
+
 # Bits of the Raspberry Pi firmware's get_throttled word (vcgencmd get_throttled).
 _THROTTLE_BITS = {
     "under_voltage": 0,
@@ -53,13 +55,25 @@ class Throttling:
 
 @dataclass(frozen=True)
 class Memory:
-    """System memory from /proc/meminfo and this process's resident size, in MiB."""
+    """System memory from /proc/meminfo, the cgroup v2 limit above this process and its resident size, in MiB.
+
+    `available_mb` is what this process may still use: the lower of MemAvailable and the cgroup's room."""
 
     total_mb: float
     available_mb: float
     swap_total_mb: float
     swap_used_mb: float
     process_rss_mb: float
+    system_available_mb: float | None = None  # MemAvailable alone
+    cgroup: CgroupMemory | None = None  # None when no cgroup limits this process
+
+    @property
+    def limited_by(self) -> str:
+        """'system' or 'cgroup <path>': which of the two leaves less room."""
+        system = float("inf") if self.system_available_mb is None else self.system_available_mb
+        if self.cgroup is not None and self.cgroup.available_mb <= system:
+            return f"cgroup {self.cgroup.path}"
+        return "system"
 
 
 @dataclass(frozen=True)
@@ -130,8 +144,20 @@ class Probes:
         except ValueError:
             return None
 
+    def process_rss_mb(self) -> float:
+        """This process's resident size: VmRSS of proc/self/status, else (no such file under `root`) psutil's."""
+        for line in (self._text("proc/self/status") or "").splitlines():
+            name, _, value = line.partition(":")
+            if name == "VmRSS" and value.split() and value.split()[0].isdigit():
+                return int(value.split()[0]) / 1024
+        return float(psutil.Process().memory_info().rss / 2**20)
+
+    def cgroup_memory(self) -> CgroupMemory | None:
+        """The tightest cgroup v2 limit above this process (`memory.max` of its cgroup or an ancestor)."""
+        return cgroup_memory(self.root / "proc/self/cgroup", self.root / "sys/fs/cgroup")
+
     def memory(self) -> Memory | None:
-        """/proc/meminfo plus our own RSS."""
+        """/proc/meminfo and the cgroup's limit (the lower room counts as available), plus our own RSS."""
         text = self._text("proc/meminfo")
         if text is None:
             return None
@@ -142,12 +168,16 @@ class Probes:
             if value and value[0].isdigit():
                 fields[name] = int(value[0]) / 1024  # kB -> MiB
         total, swap_total = fields.get("MemTotal", 0.0), fields.get("SwapTotal", 0.0)
+        system = fields.get("MemAvailable", fields.get("MemFree", 0.0))
+        cgroup = self.cgroup_memory()
         return Memory(
-            total_mb=total,
-            available_mb=fields.get("MemAvailable", fields.get("MemFree", 0.0)),
+            total_mb=total if cgroup is None else min(total, cgroup.limit_mb),
+            available_mb=system if cgroup is None else min(system, cgroup.available_mb),
             swap_total_mb=swap_total,
             swap_used_mb=swap_total - fields.get("SwapFree", swap_total),
-            process_rss_mb=psutil.Process().memory_info().rss / 2**20,
+            process_rss_mb=self.process_rss_mb(),
+            system_available_mb=system,
+            cgroup=cgroup,
         )
 
     def cpu(self) -> Cpu | None:

@@ -17,6 +17,7 @@ def read_health(probes: Probes) -> tuple[dict[str, Any], Reading]:
         "throttled_now": sorted(throttling.now) if throttling else None,
         "throttled_since_boot": sorted(throttling.since_boot) if throttling else None,
         "memory_available_mb": round(memory.available_mb, 1) if memory else None,
+        "memory_cgroup_limit_mb": round(memory.cgroup.limit_mb, 1) if memory and memory.cgroup else None,
         "swap_used_mb": round(memory.swap_used_mb, 1) if memory else None,
         "process_rss_mb": round(memory.process_rss_mb, 1) if memory else None,
         "load_1m": cpu.load_1m if cpu else None,

@@ -1,9 +1,10 @@
 """systemd integration: sd_notify over $NOTIFY_SOCKET, and a watchdog that pings only while work progresses.
 
 `ProgressWatchdog` is thread-safe: capture threads, the inference worker thread and the asyncio loop all
-call `progress()` / `busy()`. Its pinger runs either as an asyncio task (`run_async`, what the daemon
-uses: a blocked event loop then stops the pings as well, and the inference thread is covered by `busy`)
-or as a thread (`run(stop)`, for code without an event loop).
+call `progress()` / `busy()`, and `watch()` adds checks it asks at each tick (the daemon's: publishing). Its
+pinger runs either as an asyncio task (`run_async`, what the daemon uses: a blocked event loop then stops the
+pings as well; the inference and capture threads are covered by `busy`) or as a thread (`run(stop)`, for code
+without an event loop).
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ class ProgressWatchdog:
         self.stage_limits_s = dict(stage_limits_s or {})
         self._clock = clock
         self._lock = threading.Lock()
-        self._busy: dict[int, tuple[str, float]] = {}  # token -> (stage, started)
+        self._busy: dict[int, tuple[str, float, bool]] = {}  # token -> (stage, started, quiet)
         self._tokens = itertools.count()
         self._stages: dict[str, _StageCounts] = {}
+        self._checks: dict[str, Callable[[], str | None]] = {}
         self._base_status = "running"
         self._sent_status: str | None = None
         self._was_stalled = False
@@ -156,17 +158,26 @@ class ProgressWatchdog:
             counts.last_done = self._clock()
 
     @contextmanager
-    def busy(self, stage: str) -> Iterator[None]:
-        """Mark `stage` as working for the duration of the block; completing it counts as progress."""
+    def busy(self, stage: str, quiet: bool = False) -> Iterator[None]:
+        """Mark `stage` as working for the duration of the block; completing it counts as progress. A `quiet` stage
+        (a capture read, many a second) is not listed as busy in STATUS=, only when it stalls."""
         token = next(self._tokens)
         with self._lock:
-            self._busy[token] = (stage, self._clock())
+            self._busy[token] = (stage, self._clock(), quiet)
         try:
             yield
         finally:
             with self._lock:
                 del self._busy[token]
         self.progress(stage)
+
+    def watch(self, stage: str, check: Callable[[], str | None]) -> None:
+        """Ask `check` at every tick (on the pinger's thread): a text saying why `stage` is stuck stops the pings."""
+        self._checks[stage] = check
+
+    def stuck(self) -> list[str]:
+        """What the watched checks say is stuck, as `stage: why`."""
+        return [f"{stage}: {why}" for stage, check in list(self._checks.items()) if (why := check())]
 
     def set_status(self, text: str) -> None:
         """The daemon's own summary (e.g. 'connected, model loaded'); sent with the stage summary on change."""
@@ -181,7 +192,7 @@ class ProgressWatchdog:
         """Stages busy for longer than their limit, with how long they have been busy (oldest first)."""
         now = self._clock()
         with self._lock:
-            ages = sorted(((stage, now - started) for stage, started in self._busy.values()), key=lambda a: -a[1])
+            ages = sorted(((stage, now - started) for stage, started, _ in self._busy.values()), key=lambda a: -a[1])
         return [(stage, age) for stage, age in ages if age > self.limit_s(stage)]
 
     def completed(self, stage: str) -> int:
@@ -190,36 +201,33 @@ class ProgressWatchdog:
             counts = self._stages.get(stage)
             return counts.completed if counts else 0
 
-    def status_text(self, stalled: list[tuple[str, float]] | None = None) -> str:
+    def status_text(self, stalled: list[tuple[str, float]] | None = None, stuck: list[str] | None = None) -> str:
         """The STATUS= text: the daemon's summary, then what is stuck or busy (no counters: it changes rarely)."""
         stalled = self.stalled() if stalled is None else stalled
+        stuck = self.stuck() if stuck is None else stuck
         with self._lock:
             base = self._base_status
-            busy = sorted({stage for stage, _ in self._busy.values()})
-        if stalled:
+            busy = sorted({stage for stage, _, quiet in self._busy.values() if not quiet})
+        if stalled or stuck:
             stages = ", ".join(sorted({stage for stage, _ in stalled}))
             limits = ", ".join(f"{s} {self.limit_s(s):g} s" for s in sorted({stage for stage, _ in stalled}))
-            return f"{base}; STALLED: {stages} busy for longer than the limit ({limits})"
+            what = [f"{stages} busy for longer than the limit ({limits})"] if stalled else []
+            return f"{base}; STALLED: {'; '.join(what + stuck)}"
         return f"{base}; busy: {', '.join(busy)}" if busy else f"{base}; idle"
 
     def tick(self) -> bool:
         """Send STATUS= if it changed and WATCHDOG=1 unless a stage is stalled; True when a ping was sent."""
-        stalled = self.stalled()
-        if stalled and not self._was_stalled:
-            stage, age = stalled[0]
-            log.error(
-                "watchdog: %s busy for %.0f s (limit %g s); no more pings, systemd will restart the service",
-                stage,
-                age,
-                self.limit_s(stage),
-            )
-        elif self._was_stalled and not stalled:
+        stalled, stuck = self.stalled(), self.stuck()
+        if (stalled or stuck) and not self._was_stalled:
+            why = [f"{stage} busy for {age:.0f} s (limit {self.limit_s(stage):g} s)" for stage, age in stalled[:1]]
+            log.error("watchdog: %s; no more pings, systemd will restart the service", "; ".join(why + stuck))
+        elif self._was_stalled and not (stalled or stuck):
             log.warning("watchdog: the stalled stage finished; pinging again")
-        self._was_stalled = bool(stalled)
-        status = self.status_text(stalled)  # the same snapshot: never a ping after a STALLED status
+        self._was_stalled = bool(stalled or stuck)
+        status = self.status_text(stalled, stuck)  # the same snapshot: never a ping after a STALLED status
         if status != self._sent_status and self.notifier.status(status):
             self._sent_status = status
-        return not stalled and self.interval_s is not None and self.notifier.watchdog()
+        return not self._was_stalled and self.interval_s is not None and self.notifier.watchdog()
 
     @property
     def period_s(self) -> float | None:

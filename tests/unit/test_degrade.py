@@ -58,6 +58,7 @@ class Board:
         self._write("sys/class/thermal/thermal_zone1/type", "rp1_adc\n")
         self._write("sys/class/thermal/thermal_zone1/temp", "40000\n")
         self._write("sys/devices/platform/soc/soc:firmware/get_throttled", f"{self.throttled:x}\n")
+        self._write("proc/self/status", "Name:\tpython\nVmRSS:\t  512000 kB\n")
         self._write(
             "proc/meminfo",
             f"MemTotal: 8000000 kB\nMemFree: 100000 kB\nMemAvailable: {self.available_mb * 1024} kB\n"
@@ -101,7 +102,7 @@ def board(tmp_path: Path) -> Board:
 
 def test_readings_come_from_the_fake_tree(board: Board) -> None:
     board.set(celsius=81.25, throttled=0x80008, available_mb=1234)
-    assert board.reading() == Reading(81.25, frozenset({"soft_temperature_limit"}), 1234.0)
+    assert board.reading() == Reading(81.25, frozenset({"soft_temperature_limit"}), 1234.0, 500.0)
     assert Reading.from_probes(Probes(board.root / "absent")) == Reading(None, frozenset(), None)
 
 
@@ -193,6 +194,42 @@ def test_the_primary_model_comes_back_only_when_it_has_room(board: Board) -> Non
     assert run.changes() == [4] and run.ladder.level == Level.FALLBACK_MODEL
     run.ticks(1, available_mb=2000)
     assert run.changes() == [4, 3]
+
+
+def test_a_measured_swap_holds_the_primary_back_where_the_estimate_was_too_small(board: Board) -> None:
+    run = Run(board)
+    run.ladder.swap_back_mb = 100  # the estimate: the primary takes 100 MB more; it really takes 1000
+    run.ticks(1, celsius=60, available_mb=200)
+    assert run.ladder.level == Level.FALLBACK_MODEL
+    run.ladder.swap_requested(True, Reading(60, memory_available_mb=200, process_rss_mb=1600))
+    assert run.ladder.swapping is True
+    run.ladder.swap_settled(Reading(60, memory_available_mb=2500, process_rss_mb=600))  # another process ended too
+    assert run.ladder.swapping is None and run.ladder.measured_swap_back_mb == 1000  # only our own memory counts
+    run.ticks(100, available_mb=1200)  # 300 + 200 + 100 would be enough by the estimate: not by the measure
+    assert run.changes() == [4]
+    run.ticks(1, available_mb=1500)
+    assert run.changes() == [4, 3]
+    run.ladder.swap_requested(False, Reading(60, memory_available_mb=1500, process_rss_mb=600))
+    run.ladder.swap_settled(Reading(60, process_rss_mb=1900), happened=False)  # the load failed: no measure
+    assert run.ladder.measured_swap_back_mb == 1000
+    run.ladder.swap_requested(False, Reading(60, memory_available_mb=1500, process_rss_mb=600))
+    run.ladder.swap_settled(Reading(60, process_rss_mb=1800))  # the primary took 1200: the larger measure wins
+    assert run.ladder.measured_swap_back_mb == 1200
+    run.ticks(12 * 3, available_mb=3000)
+    assert run.changes() == [4, 3, 2, 1, 0] and run.ladder.measured_swap_back_mb == 0  # the episode is over
+
+
+def test_reconfigure_takes_new_thresholds_and_fallback_and_keeps_the_level(board: Board) -> None:
+    run = Run(board, fallback=False)
+    run.ticks(1, celsius=60, available_mb=400)
+    assert run.ladder.level == Level.NORMAL  # 400 MB >= memory_low_mb 300
+    stricter = CONFIG.model_copy(update={"memory_low_mb": 500})
+    assert run.ladder.reconfigure(stricter, BASE, fallback_available=True).level == Level.NORMAL
+    state = run.ticks(1)
+    assert (state.level, state.reason) == (4, "memory available 400 MB < 500 MB")  # straight to the fallback
+    smaller = Limits(image_budget=140, max_new_tokens=64)
+    state = run.ladder.reconfigure(stricter, smaller, fallback_available=False)  # the fallback was removed
+    assert (state.level, state.limits.use_fallback_model, state.limits.max_new_tokens) == (3, False, 32)
 
 
 def test_memory_pressure_without_a_fallback_steps_down(board: Board) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.model.media.processor_config import CONFIG_FILES as PROCESSOR_CONFIG_FILES
-from edge_agent.model.store.manifest import MANIFEST_NAME, file_problems, read_manifest, sha256_file
+from edge_agent.model.store.manifest import MANIFEST_NAME, Progress, file_problems, read_manifest, sha256_file
 from edge_agent.model.store.manifest import ModelFilesError as ModelFilesError  # noqa: PLC0414 (re-exported)
+from edge_agent.model.store.verified import VerifiedCache
 
 VARIANT_SUFFIXES = {
     "fp32": "",
@@ -220,8 +221,17 @@ def variant_paths(listing: Iterable[str], variant: str) -> list[str]:
     return chosen
 
 
-def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelFiles:
-    """Find the graphs of `variant` under `root`; with `verify`, check them against manifest.json."""
+def locate_model(
+    root: str | Path,
+    variant: str = "q4",
+    verify: bool = True,
+    *,
+    progress: Progress | None = None,
+    verified: VerifiedCache | None = None,
+) -> ModelFiles:
+    """Find the graphs of `variant` under `root`; with `verify`, check them against manifest.json (see
+    `verify_manifest` for `progress` and `verified`)."""
+    root = Path(root)
     if variant not in VARIANT_SUFFIXES:
         raise ModelFilesError(f"unknown model variant {variant!r}; known: {', '.join(VARIANT_SUFFIXES)}")
     if not root.is_dir():
@@ -242,12 +252,13 @@ def locate_model(root: Path, variant: str = "q4", verify: bool = True) -> ModelF
         generation=parse_generation_defaults(root / "generation_config.json"),
     )
     if verify:
-        verify_manifest(files)
+        verify_manifest(files, progress, verified)
     return files
 
 
-def write_manifest(root: Path, name: str | None = None) -> Path:
+def write_manifest(root: str | Path, name: str | None = None) -> Path:
     """Write manifest.json listing every file under `root` with its size and sha256."""
+    root = Path(root)
     entries = [
         {"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(root.rglob("*"))
@@ -258,12 +269,14 @@ def write_manifest(root: Path, name: str | None = None) -> Path:
     return path
 
 
-def verify_manifest(files: ModelFiles) -> bool:
-    """Check the files this variant uses against manifest.json (the first problem raised); False without one."""
+def verify_manifest(files: ModelFiles, progress: Progress | None = None, verified: VerifiedCache | None = None) -> bool:
+    """Check the files this variant uses against manifest.json (the first problem raised); False without one.
+    `progress(done, total)` is told the bytes checked; files `verified` knows as checked and unchanged are not read."""
     if not (files.root / MANIFEST_NAME).is_file():
         return False
     used = [str(path.relative_to(files.root)) for graph in files.graphs() for path in graph.paths]
-    problems = file_problems(files.root, read_manifest(files.root), [*used, *METADATA_FILES])
+    paths = [*used, *METADATA_FILES]
+    problems = file_problems(files.root, read_manifest(files.root), paths, progress=progress, verified=verified)
     if (problem := next(problems, None)) is not None:
         raise ModelFilesError(f"{files.root / problem.path}: {problem.problem}")
     return True

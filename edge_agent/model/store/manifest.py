@@ -6,10 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from edge_agent.model.store.verified import VerifiedCache
+
+Progress = Callable[[int, int], None]  # bytes checked so far, bytes to check in all
 MANIFEST_NAME = "manifest.json"
 PREVIOUS_SUFFIX = ".previous"  # the model a pull replaced, kept until the next pull or `models remove --previous`
 
@@ -18,20 +24,25 @@ class ModelFilesError(Exception):
     """A model directory that cannot be used; the message names the file."""
 
 
-def hash_file(path: Path, *digests: hashlib._Hash, limit: int | None = None) -> None:
-    """Feed the file (its first `limit` bytes) to every digest, in one read of 1 MiB blocks."""
+def hash_file(
+    path: Path, *digests: hashlib._Hash, limit: int | None = None, on_bytes: Callable[[int], None] | None = None
+) -> None:
+    """Feed the file (its first `limit` bytes) to every digest, in one read of 1 MiB blocks; `on_bytes` is told the
+    size of each block read."""
     with path.open("rb") as handle:
         left = path.stat().st_size if limit is None else limit
         while left > 0 and (block := handle.read(min(1 << 20, left))):
             for digest in digests:
                 digest.update(block)
             left -= len(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()
-    hash_file(path, digest)
+    hash_file(path, digest, on_bytes=on_bytes)
     return digest.hexdigest()
 
 
@@ -97,8 +108,9 @@ def parse_manifest(text: str, where: str) -> Manifest:
     return Manifest(name if isinstance(name, str) and name else Path(where).parent.name, tuple(files))
 
 
-def read_manifest(model_dir: Path) -> Manifest:
+def read_manifest(model_dir: str | Path) -> Manifest:
     """The manifest.json of a model directory."""
+    model_dir = Path(model_dir)
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
         raise ModelFilesError(f"{path}: missing (a model without a manifest cannot be verified)")
@@ -117,14 +129,30 @@ class FileProblem:
     problem: str
 
 
-def file_problem(path: Path, entry: ManifestFile) -> str | None:
-    """What is wrong with the file at `path` against its manifest entry; None when its size and sha256 match."""
+def file_problem(
+    path: Path,
+    entry: ManifestFile,
+    verified: VerifiedCache | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> str | None:
+    """What is wrong with the file at `path` against its manifest entry; None when its size and sha256 match.
+    With `verified`, a file recorded there as matching and unchanged since (size, mtime, ctime, inode) is not read
+    again, and a file that matches is recorded; `on_bytes` is told each block hashed (or the whole size, skipped)."""
     if not path.is_file():
         return f"missing (listed in {MANIFEST_NAME})"
-    if (size := path.stat().st_size) != entry.size:
-        return f"{size} bytes, {MANIFEST_NAME} says {entry.size} (truncated?)"
-    if sha256_file(path) != entry.sha256:
+    stat = path.stat()
+    if stat.st_size != entry.size:
+        return f"{stat.st_size} bytes, {MANIFEST_NAME} says {entry.size} (truncated?)"
+    if verified is not None and verified.known(path, stat) == entry.sha256:
+        verified.hashes_skipped += 1
+        if on_bytes is not None:
+            on_bytes(stat.st_size)
+        return None
+    started_ns = time.time_ns()
+    if sha256_file(path, on_bytes) != entry.sha256:
         return f"sha256 does not match {MANIFEST_NAME} (corrupted file)"
+    if verified is not None:
+        verified.remember(path, stat, entry.sha256, started_ns)
     return None
 
 
@@ -133,22 +161,46 @@ def file_problems(
     manifest: Manifest,
     paths: Iterable[str] | None = None,
     on_file: Callable[[str], None] | None = None,
+    *,
+    progress: Progress | None = None,
+    verified: VerifiedCache | None = None,
 ) -> Iterator[FileProblem]:
-    """Each listed file (only those of `paths` that are listed, in that order, when given) checked, as it goes."""
+    """Each listed file (only those of `paths` that are listed, in that order, when given) checked, as it goes;
+    `progress(done, total)` is called with the bytes checked so far (per 1 MiB block) out of the listed sizes."""
     listed = {entry.path: entry for entry in manifest.files}
     entries = manifest.files if paths is None else [listed[path] for path in paths if path in listed]
+    total, done = sum(entry.size for entry in entries), 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(min(done, total), total)
+
     for entry in entries:
         if on_file is not None:
             on_file(entry.path)
-        if (problem := file_problem(model_dir / entry.path, entry)) is not None:
+        start = done
+        problem = file_problem(model_dir / entry.path, entry, verified, advance)
+        if done != start + entry.size:  # missing, truncated or grown: count the entry as checked all the same
+            advance(start + entry.size - done)
+        if problem is not None:
             yield FileProblem(entry.path, problem)
 
 
 def verify_all(
-    model_dir: Path, manifest: Manifest | None = None, on_file: Callable[[str], None] | None = None
+    model_dir: str | Path,
+    manifest: Manifest | None = None,
+    on_file: Callable[[str], None] | None = None,
+    *,
+    progress: Progress | None = None,
+    verified: VerifiedCache | None = None,
 ) -> list[FileProblem]:
-    """Every file checked for presence, size and sha256; the problems found (empty when all is well)."""
-    return list(file_problems(model_dir, manifest or read_manifest(model_dir), on_file=on_file))
+    """Every file checked for presence, size and sha256; the problems found (empty when all is well).
+    `progress(done, total)` reports bytes checked; `verified` skips files already verified and unchanged."""
+    model_dir = Path(model_dir)
+    manifest = manifest or read_manifest(model_dir)
+    return list(file_problems(model_dir, manifest, on_file=on_file, progress=progress, verified=verified))
 
 
 @dataclass(frozen=True)
@@ -163,8 +215,9 @@ class StoredModel:
     previous: bool
 
 
-def list_models(models_dir: Path) -> list[StoredModel]:
+def list_models(models_dir: str | Path) -> list[StoredModel]:
     """The model directories (those with a config.json or a manifest) under `models_dir`, by name."""
+    models_dir = Path(models_dir)
     found = []
     for path in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
         if not path.is_dir() or path.name.startswith("."):
@@ -178,12 +231,13 @@ def list_models(models_dir: Path) -> list[StoredModel]:
     return found
 
 
-def remove_model(models_dir: Path, name: str, in_use: Path | None = None) -> Path:
+def remove_model(models_dir: str | Path, name: str, in_use: str | Path | None = None) -> Path:
     """Delete a model directory by name; refuses a path outside `models_dir` and the model in use."""
+    models_dir = Path(models_dir)
     target = (models_dir / name).resolve()
     if target.parent != models_dir.resolve() or not target.is_dir():
         raise ModelFilesError(f"no model named {name!r} in {models_dir}")
-    if in_use is not None and target == in_use.resolve():
+    if in_use is not None and target == Path(in_use).resolve():
         raise ModelFilesError(f"{target} is the configured model.path: point the config elsewhere first")
     shutil.rmtree(target)
     return target
