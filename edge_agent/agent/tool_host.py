@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from paho.mqtt.client import topic_matches_sub
+from paho.mqtt.client import MQTT_ERR_SUCCESS, error_string, topic_matches_sub
 from pydantic import SecretStr
 
 from edge_agent.agent.shared import AgentCore
@@ -23,6 +23,7 @@ from edge_agent.tools.limits import MAX_CALL_ID
 AUDIT = "tools/audit"
 CONFIRM = "tools/confirm"
 CONFIRM_MAX_BYTES = 256  # {"id": "<64 characters>"} and some spaces; checked before any parsing
+PUBLISH_ACK_S = 5.0  # how long an action's QoS 1/2 publish may wait for the broker's acknowledgement
 log = logging.getLogger(__name__)
 
 
@@ -39,16 +40,28 @@ class LinkToolHost:
         self.link, self.frames, self.jpeg_quality = link, frames, jpeg_quality
         self.confirm_topic = confirm_topic or link.topic(CONFIRM)
 
-    def publish(self, topic: str, payload: str, qos: int, retain: bool) -> None:
+    async def publish(self, topic: str, payload: str, qos: int, retain: bool) -> None:
         """An action's publish goes out now or fails: a command must not fire minutes later from the spool.
-        Never into the node's own topics or onto a confirmation topic (a tool must not confirm a held call)."""
+        Never into the node's own topics or onto a confirmation topic (a tool must not confirm a held call).
+        Success means paho sent it and, at QoS 1/2, the broker acknowledged it within PUBLISH_ACK_S; otherwise an
+        OSError says why (the model and the audit read it as the call's error)."""
         confirmations = f"{self.link.config.base_topic}/+/{CONFIRM}"
         own = topic.startswith(f"{self.link.base}/") or topic == self.confirm_topic
         if own or topic_matches_sub(confirmations, topic):
             raise PermissionError(f"a tool may not publish to {topic}: the node's own topics and confirmations")
         if not self.link.connected.is_set():
             raise ConnectionError("the MQTT broker is not connected")
-        self.link.client.publish(topic, payload.encode(), qos=qos, retain=retain)
+        info = self.link.client.publish(topic, payload.encode(), qos=qos, retain=retain)
+        if info.rc != MQTT_ERR_SUCCESS:
+            later = " (queued by the client: it may still go out when the broker is back)" if qos > 0 else ""
+            raise ConnectionError(f"the MQTT client did not send it: {error_string(info.rc)}{later}")
+        deadline = asyncio.get_running_loop().time() + PUBLISH_ACK_S
+        while qos > 0 and not info.is_published():
+            if asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError(
+                    f"the broker did not acknowledge it within {PUBLISH_ACK_S:.0f} s (it may still be delivered)"
+                )
+            await asyncio.sleep(0.01)
 
     def audit(self, record: dict[str, Any]) -> None:
         """Every call, whatever its outcome, on `<base>/tools/audit` (spooled: the audit trail is not lost)."""
@@ -95,13 +108,22 @@ class ToolSubscriptions:
     def __init__(self, link: MqttLink, agent: AgentCore) -> None:
         self.link, self.agent = link, agent
         self.confirm_topic: str | None = None
+        self.read_topics: list[str] = []  # the `mqtt_read` topics subscribed, as of the last call
         self._running: set[asyncio.Task[Any]] = set()
         self._rejections = LogEvery(log)
 
     def __call__(self) -> None:
-        for topic in self.agent.toolbox.last_values.topics():
+        topics = self.agent.toolbox.last_values.topics()
+        for topic in topics:
             self.link.subscribe(topic, self.remember)
         settings = self.agent.config.agent
+        keep = {*topics, settings.confirm_topic or self.link.topic(CONFIRM)}
+        gone = [topic for topic in self.read_topics if topic not in keep]
+        for topic in gone:
+            self.link.unsubscribe(topic)
+        if gone:
+            log.info("tools: unsubscribed from %s (no tool reads it any more)", ", ".join(gone))
+        self.read_topics = topics
         topic = settings.confirm_topic or self.link.topic(CONFIRM)
         if topic != self.confirm_topic:
             if self.confirm_topic is not None:
@@ -113,7 +135,8 @@ class ToolSubscriptions:
 
     def remember(self, message: Inbound) -> None:
         """A value on an `mqtt_read` topic."""
-        self.agent.toolbox.last_values.update(message.topic, message.payload)
+        if self.agent.toolbox.last_values.update(message.topic, message.payload):
+            self.agent.read_values += 1
 
     def confirm(self, message: Inbound) -> None:
         """A message on the confirmation topic: run the held call it names, or count it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +12,8 @@ from typing import Any
 from edge_agent.config import MqttPublishAction, MqttReadAction, SnapshotAction, TimeAction, ToolConfig
 from edge_agent.tools.host import LastValues, ToolHost
 from edge_agent.tools.templates import Template, parse_template
+
+log = logging.getLogger("edge_agent.tools")
 
 
 class ActionFailedError(Exception):
@@ -39,7 +43,13 @@ class PublishRunner:
     async def run(self, host: ToolHost, _values: LastValues, arguments: Mapping[str, Any]) -> Any:
         """Publish; the model is told where."""
         topic, payload = self.render(arguments)
-        host.publish(topic, payload, self.qos, self.retain)
+        try:
+            sent = host.publish(topic, payload, self.qos, self.retain)
+            if inspect.isawaitable(sent):
+                await sent  # e.g. until the broker acknowledged it
+        except OSError as exc:  # not connected, not sent, not acknowledged in time, a forbidden topic
+            log.warning("tools: nothing published to %s: %s", topic, exc)
+            raise ActionFailedError(f"not published to {topic}: {exc}") from None
         return {"published": True, "topic": topic}
 
 

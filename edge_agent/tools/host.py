@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,8 +12,9 @@ from typing import Any, Protocol
 class ToolHost(Protocol):
     """Implemented by the app: the outside world as the tools see it."""
 
-    def publish(self, topic: str, payload: str, qos: int, retain: bool) -> None:
-        """Publish an `mqtt_publish` tool's message (raise when it cannot be sent)."""
+    def publish(self, topic: str, payload: str, qos: int, retain: bool) -> Awaitable[None] | None:
+        """Publish an `mqtt_publish` tool's message (may be a coroutine); raise, saying why, when it was not sent or
+        not acknowledged: the model and the audit are told the reason, never a success."""
 
     def audit(self, record: dict[str, Any]) -> None:
         """Publish one audit record durably (e.g. spooled to `<base>/tools/audit`)."""
@@ -33,7 +34,7 @@ class SeenValue:
 MAX_DEPTH = 32  # deeper JSON is given to the model as text (the prompt's formatter recurses)
 
 
-def _depth(value: Any) -> int:
+def json_depth(value: Any) -> int:
     """Nesting depth of a JSON value (iterative: a deep value cannot exhaust the stack)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
@@ -56,7 +57,7 @@ def decode_value(payload: bytes, max_chars: int | None = None) -> Any:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return text
-    return value if _depth(value) <= MAX_DEPTH else text
+    return value if json_depth(value) <= MAX_DEPTH else text
 
 
 class LastValues:
@@ -71,12 +72,17 @@ class LastValues:
         """The topics to subscribe to."""
         return list(self._topics)
 
-    def update(self, topic: str, payload: bytes | str) -> None:
-        """Record a message (topics nobody reads are ignored)."""
+    def update(self, topic: str, payload: bytes | str) -> bool:
+        """Record a message; False (and ignored) when no tool reads `topic`."""
         if topic not in self._topics:
-            return
+            return False
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         self._values[topic] = SeenValue(data, self._clock())
+        return True
+
+    def adopt(self, old: LastValues) -> None:
+        """Keep the values the store this one replaces (a reload) saw on topics that are still read."""
+        self._values.update({topic: seen for topic, seen in old._values.items() if topic in self._topics})
 
     def get(self, topic: str) -> SeenValue | None:
         """The last value seen on `topic`, if any."""

@@ -30,6 +30,10 @@ class RateLimiter:
         self._times.append(now)
         return True
 
+    def adopt(self, old: RateLimiter) -> None:
+        """Carry the calls counted by the limiter this one replaces (a reload): its window still holds."""
+        self._times = deque(old._times)
+
     def retry_after_s(self) -> float:
         """Seconds until the next call would be allowed (0 when it would be now)."""
         if len(self._times) < self.per_min:
@@ -58,10 +62,21 @@ class PendingCalls:
         """Keep a call; the oldest one is dropped when the store is full."""
         self._expire()
         pending = PendingCall(call, self._clock() + self.ttl_s)
-        self._calls[call.id] = pending
+        self.keep(pending)
+        return pending
+
+    def keep(self, pending: PendingCall) -> None:
+        """Hold a call taken over from another store (a reload), with its own expiry; the oldest go when full."""
+        self._calls[pending.call.id] = pending
         while len(self._calls) > self.capacity:
             self._calls.popitem(last=False)
-        return pending
+        self._expire()
+
+    def drain(self) -> list[PendingCall]:
+        """Every call still held (oldest first), removed from this store."""
+        self._expire()
+        calls, self._calls = list(self._calls.values()), OrderedDict()
+        return calls
 
     def take(self, call_id: str) -> CallInfo | None:
         """Remove and return the call, or None when it is unknown, expired or already taken."""

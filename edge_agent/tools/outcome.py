@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from edge_agent.messages import ToolResponse
 
-ToolStatus = Literal["ok", "refused", "rate_limited", "pending_confirmation", "error"]
+ToolStatus = Literal["ok", "refused", "rate_limited", "pending_confirmation", "error", "cancelled"]
+# cancelled: a held call dropped unconfirmed because a reload removed or changed its tool
 
 
 def new_call_id() -> str:

@@ -14,8 +14,8 @@ from jsonschema import Draft202012Validator
 from edge_agent.config import MqttReadAction, ToolConfig
 from edge_agent.messages import ToolCall, ToolSpec
 from edge_agent.tools.actions import ActionFailedError, PublishRunner, Runner, make_runner
-from edge_agent.tools.host import LastValues, ToolHost
-from edge_agent.tools.limits import PendingCalls, RateLimiter
+from edge_agent.tools.host import MAX_DEPTH, LastValues, ToolHost, json_depth
+from edge_agent.tools.limits import PendingCall, PendingCalls, RateLimiter
 from edge_agent.tools.outcome import CallInfo, ToolOutcome, new_call_id
 from edge_agent.tools.templates import TemplateError
 
@@ -78,7 +78,12 @@ class Toolbox:
 
     async def call(self, call: ToolCall, *, task: str, allowed: Sequence[str] | None = None) -> ToolOutcome:
         """Check, then run (or hold for confirmation) one call the model made; audited whatever happens."""
-        info = CallInfo(new_call_id(), task, call.name, dict(call.arguments))
+        arguments = dict(call.arguments)
+        if json_depth(arguments) > MAX_DEPTH:  # before any recursive check, template, encoder or audit sees them
+            info = CallInfo(new_call_id(), task, call.name, {})
+            why = f"invalid arguments: nested deeper than {MAX_DEPTH} levels (not recorded)"
+            return self._audited(info.refusal("refused", why))
+        info = CallInfo(new_call_id(), task, call.name, arguments)
         refused = self._check(info, allowed)
         if refused is not None:
             return self._audited(refused)
@@ -100,6 +105,32 @@ class Toolbox:
         if info is None:
             return None
         return await self._run(info)
+
+    def adopt(self, old: Toolbox) -> list[PendingCall]:
+        """Take over what a reload must not forget from the toolbox this one replaces: the rate windows of tools that
+        are still limited, the values seen on topics still read, and the held calls of tools whose definition is
+        unchanged. A held call of a removed or changed tool is dropped: audited as `cancelled` saying why, and
+        logged (one line for all of them); the dropped calls are returned."""
+        for name, limiter in self._limits.items():
+            if name in old._limits:
+                limiter.adopt(old._limits[name])
+        self.last_values.adopt(old.last_values)
+        dropped: list[tuple[PendingCall, str]] = []
+        for pending in old.pending.drain():
+            tool = pending.call.tool
+            if tool in self._tools and self._tools[tool] == old._tools.get(tool):
+                self.pending.keep(pending)
+                continue
+            why = "its tool was removed" if tool not in self._tools else "its tool's definition changed"
+            dropped.append((pending, why))
+            self._audited(pending.call.refusal("cancelled", f"dropped unconfirmed by a config reload: {why}"))
+        if dropped:
+            log.warning(
+                "tools: the reload dropped %d call(s) awaiting confirmation: %s",
+                len(dropped),
+                "; ".join(f"{p.call.tool} (call {p.call.id}): {why}" for p, why in dropped),
+            )
+        return [pending for pending, _ in dropped]
 
     def topic_filters(self) -> list[str]:
         """MQTT topic filters of every tool's topic (`mqtt_publish` placeholders as '+'; `mqtt_read` topics)."""

@@ -12,6 +12,7 @@ from typing import Any
 from rig.broker import Mosquitto
 from rig.subscriber import Received, Subscriber
 
+from edge_agent.agent.tool_host import LinkToolHost
 from edge_agent.config import MqttConfig, ToolConfig
 from edge_agent.messages import Inbound, ToolCall
 from edge_agent.sinks.mqtt import MqttLink
@@ -119,3 +120,51 @@ async def scenario(broker: Mosquitto, spool: Path) -> None:
 
 def test_tools_publish_and_read_through_the_real_broker(mosquitto: Mosquitto, tmp_path: Path) -> None:
     asyncio.run(scenario(mosquitto, tmp_path / "spool.db"))
+
+
+async def failing_publishes(broker: Mosquitto, spool: Path) -> None:
+    device, prefix = f"tools{uuid.uuid4().hex[:8]}", f"test/{uuid.uuid4().hex}"
+    config = MqttConfig(host=broker.host, port=broker.port, keepalive=5, reconnect_max_s=1, client_id=device)
+    link = MqttLink(config, device, Spool(spool))
+    own = ToolConfig.model_validate(
+        {
+            "name": "own",
+            "description": "Publishes into the node's own tree (a tool must not).",
+            "action": {"type": "mqtt_publish", "topic": f"edge_agent/{device}/ask", "payload": "hi"},
+        }
+    )
+    host = LinkToolHost(link, lambda _camera: None)
+    box = Toolbox([*tools(prefix), own], host)
+    light = ToolCall("set_light", {"room": "hall", "state": "ON"})
+    link.start()
+    try:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        assert (await box.call(light, task="voice")).status == "ok"  # acknowledged by the broker
+
+        forbidden = await box.call(ToolCall("own", {}), task="voice")
+        assert forbidden.status == "error" and forbidden.error is not None
+        assert forbidden.error.startswith(f"not published to edge_agent/{device}/ask: a tool may not publish to")
+
+        link.client.disconnect()  # paho's socket closes before the link hears of it (the loop is not yielded to)
+        deadline = time.monotonic() + 10
+        while link.client.socket() is not None:
+            assert time.monotonic() < deadline, "paho kept its socket"
+            time.sleep(0.01)
+        assert link.connected.is_set()
+        lost = await box.call(light, task="voice")
+        assert (lost.status, lost.error) == (
+            "error",
+            f"not published to {prefix}/hall_light/set: the MQTT client did not send it: "
+            "The client is not currently connected. (queued by the client: it may still go out when the broker is "
+            "back)",
+        )
+        assert lost.to_response().response == {"error": lost.error}  # what the model reads
+        await until(lambda: not link.connected.is_set())
+        away = await box.call(light, task="voice")
+        assert away.error == f"not published to {prefix}/hall_light/set: the MQTT broker is not connected"
+    finally:
+        await link.stop()
+
+
+def test_a_publish_that_is_not_sent_is_an_error_saying_why(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    asyncio.run(failing_publishes(mosquitto, tmp_path / "spool.db"))

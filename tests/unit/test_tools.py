@@ -240,8 +240,9 @@ def test_a_failing_action_is_an_error_outcome_and_audited() -> None:
     box, host = toolbox()
     host.fail_publish = True
     outcome = run(box.call(ToolCall("set_light", {"room": "hall", "state": "ON"}), task="voice"))
-    assert outcome.status == "error" and outcome.error == "ConnectionError: broker away"
-    assert outcome.to_response().response == {"error": "ConnectionError: broker away"}
+    why = "not published to zigbee2mqtt/hall_light/set: broker away"
+    assert outcome.status == "error" and outcome.error == why
+    assert outcome.to_response().response == {"error": why}
     audit = host.audits[-1]
     assert set(audit) == {"task", "id", "tool", "arguments", "status", "error", "ts"}
     assert audit["status"] == "error" and audit["arguments"] == {"room": "hall", "state": "ON"}
@@ -305,3 +306,59 @@ def test_an_audit_failure_does_not_break_the_call() -> None:
 
     host.audit = broken  # type: ignore[method-assign,assignment]
     assert run(box.call(ToolCall("set_light", {"room": "hall", "state": "ON"}), task="voice")).status == "ok"
+
+
+def light_call(room: str = "hall") -> ToolCall:
+    return ToolCall("set_light", {"room": room, "state": "ON"})
+
+
+def test_a_reload_keeps_held_calls_and_rate_windows_of_unchanged_tools() -> None:
+    clock = Clock()
+    reader = tool({"name": "door", "description": "Door.", "action": {"type": "mqtt_read", "topic": "g/door"}})
+    old, _ = toolbox(tool(confirm=True, rate_limit_per_min=2), reader, clock=clock)
+    first, second = run(old.call(light_call(), task="v")), run(old.call(light_call("kitchen"), task="v"))
+    old.last_values.update("g/door", b"open")
+    clock.t += 10
+    new, host = toolbox(tool(confirm=True, rate_limit_per_min=2), clock=clock)  # the reader left, the light stays
+    assert new.adopt(old) == []
+    assert run(new.call(light_call(), task="v")).status == "rate_limited"  # the window still holds both calls
+    done = run(new.confirm(first.id))
+    assert done is not None and done.status == "ok" and host.published[0][0] == "zigbee2mqtt/hall_light/set"
+    assert new.last_values.get("g/door") is None  # a topic no tool reads any more is forgotten
+    clock.t += 51  # the held call keeps its own expiry (60 s after it was held), and the window moves on
+    assert run(new.confirm(second.id)) is None
+    assert run(new.call(light_call(), task="v")).status == "pending_confirmation"
+
+
+def test_a_reload_drops_held_calls_of_removed_or_changed_tools_audited_as_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    door = tool(LIGHT, name="door", confirm=True)
+    old, _ = toolbox(tool(confirm=True), door, clock=clock)
+    light = run(old.call(light_call(), task="v"))
+    opened = run(old.call(ToolCall("door", {"room": "hall", "state": "ON"}), task="v"))
+    changed = tool(confirm=True, description="Switch a light, now differently.")
+    new, host = toolbox(changed, clock=clock)
+    with caplog.at_level("WARNING"):
+        dropped = new.adopt(old)
+    assert sorted(p.call.id for p in dropped) == sorted([light.id, opened.id])
+    assert run(new.confirm(light.id)) is None and run(new.confirm(opened.id)) is None and host.published == []
+    assert [(a["id"], a["status"], a["error"]) for a in host.audits] == [
+        (light.id, "cancelled", "dropped unconfirmed by a config reload: its tool's definition changed"),
+        (opened.id, "cancelled", "dropped unconfirmed by a config reload: its tool was removed"),
+    ]
+    (line,) = [r.getMessage() for r in caplog.records if "awaiting confirmation" in r.getMessage()]
+    assert line.startswith("tools: the reload dropped 2 call(s) awaiting confirmation: set_light (call ")
+
+
+def test_arguments_nested_too_deep_are_refused_before_any_check() -> None:
+    anything = tool(LIGHT, parameters={"type": "object"}, action={"type": "time"})
+    box, host = toolbox(anything)
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+    outcome = run(box.call(ToolCall("set_light", {"a": deep}), task="v"))
+    why = "invalid arguments: nested deeper than 32 levels (not recorded)"
+    assert (outcome.status, outcome.error, outcome.arguments) == ("refused", why, {})
+    assert json.loads(json.dumps(host.audits[-1]))["status"] == "refused"  # the audit record can be encoded

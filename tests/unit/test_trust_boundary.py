@@ -178,6 +178,7 @@ def test_read_values_are_bounded_before_they_reach_the_prompt() -> None:
     assert decode_value("é".encode() * 100, 100) == "é" * 100  # characters, not bytes
     assert decode_value(b"[" * 60 + b"]" * 60, 1000) == "[" * 60 + "]" * 60  # too deep for the prompt: text
     assert decode_value(b"[" * 5000 + b"]" * 5000) == "[" * 5000 + "]" * 5000  # no RecursionError
+    assert decode_value(b"[" * 100_000, 100_000) == "[" * 100_000  # as deep as the longest value a tool may read
     values = LastValues(["s"], clock=lambda: 0.0)
     values.update("s", b"y" * 10**6)
     assert len(values.read("s", 16)["value"]) < 60
