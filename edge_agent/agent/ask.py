@@ -8,10 +8,12 @@ from functools import partial
 from typing import Any
 
 from edge_agent.agent.converse import converse
+from edge_agent.agent.freshness import frame_age_s, stale_frame
+from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
 from edge_agent.agent.shared import AgentCore
 from edge_agent.agent.watch import WatchTasks
-from edge_agent.messages import AskReply, AskRequest
+from edge_agent.messages import AskReply, AskRequest, Frame
 from edge_agent.model.runtime.answer import Question
 
 ASK_SYSTEM = "You are the assistant of a home, running on a small local computer. Answer briefly."
@@ -35,6 +37,8 @@ class Questions:
             started = [job.name for job in jobs if job is not None and not job.future.done()]
             label = core.model.label if core.model is not None else None
             return AskReply("ok", answer=f"analysing: {', '.join(started) or 'no watch tasks'}", model=label)
+        if not request.question.strip():
+            return AskReply("error", error="the question is empty (only whitespace)")
         if request.camera is not None and request.camera not in {c.name for c in core.config.cameras}:
             return AskReply("error", error=f"no camera named {request.camera!r}")
         deadline = time.monotonic() + core.config.mqtt.ask_timeout_s
@@ -54,13 +58,28 @@ class Questions:
         elif not job.future.done():
             job.future.cancel()
 
+    def _frame(self, camera: str | None, model: LoadedModel) -> tuple[Frame | None, float | None]:
+        """The camera's newest frame and its age (None, None without a camera); a refusal when the model cannot
+        see, there is no frame yet, or the newest is older than the camera's max_frame_age_s."""
+        if camera is None:
+            return None, None
+        if not model.files.modalities["image"]:
+            blind = f"camera {camera}: the model {model.label} cannot see images (no vision encoder); ask without one"
+            raise JobRefusedError("no_vision", blind)
+        frame = self.core.frames(camera)
+        if frame is None:
+            raise JobRefusedError("no_frame", f"camera {camera}: no frame yet")
+        age = frame_age_s(frame)
+        why = stale_frame(self.core.config, frame, age)
+        if why is not None:
+            raise JobRefusedError("stale_frame", why)
+        return frame, age
+
     async def _run(self, request: AskRequest, ctx: JobContext) -> dict[str, Any]:
         core = self.core
         model = core.require_model()
         state = core.degradation()
-        frame = core.frames(request.camera) if request.camera else None
-        if request.camera and frame is None:
-            raise JobRefusedError("no_frame", f"camera {request.camera}: no frame yet")
+        frame, age = self._frame(request.camera, model)
         tools = tuple(core.toolbox.specs()) if core.config.agent.ask_tools else ()
         question = Question(
             request.question or "",
@@ -90,4 +109,5 @@ class Questions:
             "model": model.label,
             "degradation_level": int(state.level),
             "snapshot_id": snapshot,
+            "frame_age_s": round(age, 3) if age is not None else None,
         }

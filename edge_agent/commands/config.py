@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from edge_agent.commands.common import EXIT_CONFIG, add_config_option, load_or_report
 from edge_agent.config import Config
 
 
+def _unservable_tasks(args: argparse.Namespace, config: Config) -> bool:
+    """Print the tasks the configured model cannot serve (e.g. a watch task with a text-only export); True if any."""
+    from edge_agent.agent.senses import task_input_problems
+
+    problems = task_input_problems(config)
+    if problems:
+        print(f"{args.config}: the model cannot serve {len(problems)} task(s):", file=sys.stderr)
+        for index, problem in problems:
+            print(f"  tasks[{index}]: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def check_config(args: argparse.Namespace) -> int:
-    """Validate a config file: exit 0 when valid, 2 with every problem listed."""
+    """Validate a config file: exit 0 when valid, 2 with every problem listed (including tasks the model's files
+    cannot serve)."""
     config = load_or_report(args.config)
-    if config is None:
+    if config is None or _unservable_tasks(args, config):
         return EXIT_CONFIG
     if args.json:
         print(config.model_dump_json(indent=2))

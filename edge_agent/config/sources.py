@@ -97,7 +97,20 @@ class CameraConfig(Section):
         description="Streams and 'exec:' commands: seconds without a frame after which the stream counts as lost "
         "and the camera reconnects.",
     )
+    max_frame_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Oldest frame an answer may use, in seconds; an older one (the camera is reconnecting or has "
+        "ended) is refused: an ask gets an error, a watch task's entity becomes unavailable. Default: 10 s, or two "
+        "frame intervals (2/fps) when that is longer.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate of this camera.")
+
+    @property
+    def frame_age_limit_s(self) -> float:
+        """The oldest frame an answer may use: `max_frame_age_s`, else 10 s or two frame intervals."""
+        return self.max_frame_age_s if self.max_frame_age_s is not None else max(10.0, 2.0 / self.fps)
 
     @field_validator("source")
     @classmethod
@@ -118,6 +131,11 @@ class CameraConfig(Section):
             raise ValueError("'source' as a device index must be >= 0")
         if (self.width is None) != (self.height is None):
             raise ValueError("'width' and 'height' must be given together")
+        if self.max_frame_age_s is not None and self.max_frame_age_s <= 1.0 / self.fps:
+            raise ValueError(
+                f"'max_frame_age_s' ({self.max_frame_age_s:g} s) must be longer than the time between two frames "
+                f"(1/fps = {1.0 / self.fps:g} s)"
+            )
         return self
 
 

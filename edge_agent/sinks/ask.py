@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from paho.mqtt.client import topic_matches_sub
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_agent.messages import AskReply, AskRequest, Inbound
 
@@ -30,6 +30,13 @@ class AskPayload(BaseModel):
     camera: str | None = Field(
         default=None, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64, description="Camera whose newest frame to show."
     )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or only whitespace")
+        return value
 
 
 async def no_model(_request: AskRequest) -> AskReply:
@@ -59,7 +66,7 @@ def _problem(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
         where = ".".join(str(p) for p in error["loc"])
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "invalid request: " + "; ".join(parts)
 
