@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +14,54 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 ServiceFn = Callable[[], Awaitable[None]]
+_PR_SET_NAME = 15  # prctl(2): the calling thread's name, as /proc/<pid>/task/<tid>/comm, ps and top show it
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread `name` in the kernel too (first 15 bytes; Linux only, else nothing happens), so
+    `top -H` and /proc show which thread is which."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+async def run_in_thread(
+    name: str, work: Callable[[], None], interrupt: Callable[[], None] = lambda: None, grace_s: float = 0.8
+) -> None:
+    """Run blocking `work` on a dedicated daemon thread named `name` and wait for it without holding any executor
+    thread; its exception is raised here. Cancelled (the node stops): `interrupt()` is called to unblock it, and
+    after `grace_s` a thread still blocked is left behind (a daemon thread does not keep the process alive)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        name_os_thread(name)
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        interrupt()
+        await asyncio.wait({done}, timeout=grace_s)
+        if done.done():
+            done.exception()  # retrieved: the stop is what matters now
+        else:
+            log.warning("%s: still blocked after the stop; leaving it behind", name)
+        raise
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -87,7 +86,7 @@ async def generate_answer(
         cancel=ctx.cancel,
         constraint=constraint,
     )
-    answer = await asyncio.to_thread(model.answerer.answer, question, settings, None, True, context)
+    answer = await ctx.offload(model.answerer.answer, question, settings, None, True, context)
     if answer.finish_reason in _INTERRUPTED:
         raise JobRefusedError(_INTERRUPTED[answer.finish_reason], f"generation {answer.finish_reason}")
     return answer

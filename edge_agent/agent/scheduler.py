@@ -8,12 +8,17 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
+
+from edge_agent.service import name_os_thread
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 class Priority(IntEnum):
@@ -34,10 +39,16 @@ class JobRefusedError(Exception):
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running job gets: a cancel flag for the inference thread and its deadline (monotonic)."""
+    """What a running job gets: a cancel flag for the inference thread, its deadline (monotonic), and the inference
+    thread itself (`offload`)."""
 
     cancel: threading.Event
     deadline: float | None
+    thread: ThreadPoolExecutor | None = None  # the scheduler's inference thread
+
+    async def offload(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run blocking `fn(*args)` (onnxruntime) on the inference thread, never on asyncio's shared executor."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, partial(fn, *args))
 
 
 JobFn = Callable[[JobContext], Awaitable[Any]]
@@ -77,6 +88,8 @@ class Scheduler:
         self.closed: str | None = None  # why the scheduler takes no more work (set by close(), for good)
         # wraps each running job: the systemd watchdog counts a job that never ends as a stalled stage
         self.busy: Callable[[str], AbstractContextManager[object]] = lambda _name: nullcontext()
+        # one thread for every onnxruntime call (jobs run one at a time), started at the first; named `inference`
+        self.thread = ThreadPoolExecutor(1, "inference", initializer=name_os_thread, initargs=("inference",))
 
     @property
     def depth(self) -> int:
@@ -141,7 +154,7 @@ class Scheduler:
         job.future.add_done_callback(lambda _future: cancel.set())
         try:
             with self.busy(job.name):
-                result = await job.run(JobContext(cancel, job.deadline))
+                result = await job.run(JobContext(cancel, job.deadline, self.thread))
         except asyncio.CancelledError:  # serve() itself is cancelled: the inference thread must not go on
             cancel.set()
             log.info("%s cancelled: the scheduler stopped", job.name)

@@ -16,6 +16,7 @@ from edge_agent.app.capture import Capture
 from edge_agent.app.node import Node, make_toolbox
 from edge_agent.app.reload import Reloader
 from edge_agent.config import Config
+from edge_agent.health.liveness import DrainCheck
 from edge_agent.health.probes import Probes
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier
 from edge_agent.service import Supervisor
@@ -119,6 +120,30 @@ async def announce_ready(node: Node, notifier: SystemdNotifier, watchdog: Progre
         watchdog.set_status(node_status(node, starting=False))
 
 
+def make_watchdog(config: Config, link: MqttLink, capture: Capture, node: Node) -> ProgressWatchdog:
+    """The systemd watchdog over every stage: the event loop (it pings from the loop), inference (a job that never
+    ends), capture (an open, read or close of a camera or the microphone that never returns; a camera waiting to
+    reconnect is not busy) and publishing (connected, with results waiting, and none delivered)."""
+    stall_s = config.health.watchdog_stall_s
+    watchdog = ProgressWatchdog(SystemdNotifier(), stall_limit_s=stall_s)
+    capture.on_progress = watchdog.progress
+    capture.busy = partial(watchdog.busy, quiet=True)
+    node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
+    watchdog.watch("publish", DrainCheck(link.connected.is_set, lambda: link.spool.depth, stall_s))
+    for camera in config.cameras:
+        longest = max(camera.open_timeout_s, camera.read_timeout_s)
+        timed = isinstance(camera.source, str) and ("://" in camera.source or camera.source.startswith("exec:"))
+        if timed and longest >= stall_s:  # the timeouts apply to streams and commands
+            log.warning(
+                "camera %s: its open/read timeout (%g s) is not below health.watchdog_stall_s (%g s): under systemd, "
+                "a source that slow stops the watchdog and the service is restarted",
+                camera.name,
+                longest,
+                stall_s,
+            )
+    return watchdog
+
+
 async def drain(node: Node, timeout_s: float = 2.0) -> None:
     """On SIGTERM: close the scheduler (waiting and later jobs are refused, nothing new starts), cancel the running
     generation at its next token and give it a moment to publish."""
@@ -149,10 +174,8 @@ async def run(
         return 1
     capture = Capture(config)
     node = Node(config, link, capture, probes)
-    notifier = SystemdNotifier()
-    watchdog = ProgressWatchdog(notifier, stall_limit_s=config.health.watchdog_stall_s)
-    capture.on_progress = watchdog.progress
-    node.agent.scheduler.busy = lambda _job: watchdog.busy("inference")
+    watchdog = make_watchdog(config, link, capture, node)
+    notifier = watchdog.notifier
     questions = serve_questions(link, config, ask_handler or node.agent.ask, reply_topics(node))
     reloader = subscribe_inputs(node, config_path)
     try:
@@ -173,7 +196,7 @@ async def run(
         log.info("stopping")
         notifier.stopping("stopping")
         await drain(node)
-        capture.stop_threads.set()  # capture threads end at their next read; then their services return
+        capture.stop()  # capture threads end at their next read (an `exec:` command at once); their services return
         await supervisor.stop(timeout_s=1.0)
         await link.stop()
         link.spool.close()

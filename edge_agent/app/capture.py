@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, TypeVar
@@ -14,8 +16,8 @@ from edge_agent.config import CameraConfig, Config
 from edge_agent.gating.motion import MotionDetector
 from edge_agent.gating.vad import VoiceGate, make_scorer
 from edge_agent.messages import AudioChunk, Frame, MotionResult, Utterance
-from edge_agent.service import Supervisor
-from edge_agent.sources.audio import open_microphone
+from edge_agent.service import Supervisor, run_in_thread
+from edge_agent.sources.audio import FileMicrophone, SoundDeviceMicrophone, open_microphone
 from edge_agent.sources.camera import Camera, CameraStatus, LatestFrame
 
 log = logging.getLogger(__name__)
@@ -52,18 +54,23 @@ class Handoff(Generic[T]):
 
 @dataclass
 class Capture:
-    """Runs the inputs and their gates; motion and utterances go to the given callbacks."""
+    """Runs the inputs and their gates; motion and utterances go to the given callbacks. Each camera and the
+    microphone read on a thread of their own (`capture-<name>`), never on the event loop's executor."""
 
     config: Config
     on_motion: Callable[[MotionResult], None] | None = None
     on_motion_change: Callable[[MotionResult], None] | None = None
     on_utterance: Callable[[Utterance], None] | None = None
     on_camera_status: Callable[[CameraStatus], None] | None = None
+    on_microphone_status: Callable[[], None] | None = None  # the microphone's state changed (ok / failed / ...)
     on_progress: Callable[[str], None] | None = None  # "capture" after every frame the motion gate checked
+    # wraps each blocking open/read of a source (the systemd watchdog's busy(), set by the app)
+    busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
     stop_threads: threading.Event = field(default_factory=threading.Event)
     cameras: dict[str, Camera] = field(default_factory=dict)
     frames: dict[str, LatestFrame] = field(default_factory=dict)
     voice_gate: VoiceGate | None = None
+    microphone: SoundDeviceMicrophone | FileMicrophone | None = None
     audio_dropped: int = 0
 
     def start(self, supervisor: Supervisor) -> None:
@@ -72,22 +79,49 @@ class Capture:
         for camera_config in self.config.cameras:
             slot = LatestFrame(loop)
             self.frames[camera_config.name] = slot
-            camera = Camera(camera_config, slot.put, on_status=partial(self._status_from_thread, loop))
+            camera = Camera(camera_config, slot.put, on_status=partial(self._status_from_thread, loop), busy=self.busy)
             self.cameras[camera_config.name] = camera
             name = camera_config.name
-            supervisor.start(f"camera:{name}", partial(asyncio.to_thread, camera.run, self.stop_threads))
+            run = partial(camera.run, self.stop_threads)
+            supervisor.start(f"camera:{name}", partial(run_in_thread, f"capture-{name}", run, camera.interrupt))
             if camera_config.motion.enabled:
                 supervisor.start(f"motion:{name}", partial(self._motion, camera_config, slot))
         if self.config.microphone is not None:
             self._start_microphone(supervisor, loop)
 
+    def stop(self) -> None:
+        """Tell every capture thread to end at its next read, and interrupt the sources that can be (an `exec:`
+        command is stopped now); a source blocked in an open or read with a timeout ends at that timeout."""
+        self.stop_threads.set()
+        for camera in self.cameras.values():
+            camera.interrupt()
+
+    def microphone_status(self) -> dict[str, str | None] | None:
+        """The microphone's state and why it is not `ok` (None without a microphone)."""
+        if self.microphone is None:
+            return None
+        return {"state": self.microphone.state, "error": self.microphone.last_error}
+
+    def camera_errors(self) -> dict[str, str]:
+        """Why each camera that is not `ok` is not (its last error: e.g. the last line an `exec:` command wrote on
+        stderr before it failed)."""
+        return {name: c.status.last_error for name, c in self.cameras.items() if c.status.last_error is not None}
+
     def _status_from_thread(self, loop: asyncio.AbstractEventLoop, status: CameraStatus) -> None:
         if self.on_camera_status is not None:
             loop.call_soon_threadsafe(self.on_camera_status, status)
 
+    @staticmethod
+    def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None] | None) -> None:
+        if callback is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the node has stopped
+                loop.call_soon_threadsafe(callback)
+
     def _start_microphone(self, supervisor: Supervisor, loop: asyncio.AbstractEventLoop) -> None:
         assert self.config.microphone is not None
-        microphone = open_microphone(self.config.microphone)
+        self.microphone = microphone = open_microphone(self.config.microphone)
+        microphone.busy = self.busy
+        microphone.on_state = lambda: self._on_loop(loop, self.on_microphone_status)
         queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue(_AUDIO_QUEUE_CHUNKS)
         self.voice_gate = VoiceGate(self.config.microphone.vad, make_scorer(self.config.microphone.vad))
 
@@ -104,7 +138,7 @@ class Capture:
             microphone.run(handoff.put, self.stop_threads)
             handoff.put(None)  # the source ended (a file that does not loop)
 
-        supervisor.start("microphone", partial(asyncio.to_thread, capture))
+        supervisor.start("microphone", partial(run_in_thread, "capture-microphone", capture))
         supervisor.start("voice-gate", partial(self._voice, queue))
 
     async def _motion(self, config: CameraConfig, slot: LatestFrame) -> None:

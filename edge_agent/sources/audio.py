@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,12 +75,12 @@ def find_input_device(sd: ModuleType, wanted: str | int | None) -> int | None:
     if isinstance(wanted, int):
         if any(i == wanted for i, _ in devices):
             return wanted
-        raise SourceError(f"no input device with index {wanted}")
+        raise SourceError(f"no input device with index {wanted}", permanent=True)
     for index, device in devices:
         if wanted.lower() in str(device["name"]).lower():
             return index
     names = ", ".join(repr(d["name"]) for _, d in devices) or "none"
-    raise SourceError(f"no input device matching {wanted!r} (inputs: {names})")
+    raise SourceError(f"no input device matching {wanted!r} (inputs: {names})", permanent=True)
 
 
 class DeviceClock:
@@ -123,28 +124,56 @@ def _warn_no_rescan() -> None:
 
 
 class SoundDeviceMicrophone:
-    """Captures through PortAudio; a vanished device is reopened with backoff."""
+    """Captures through PortAudio. A device that stops delivering is `reconnecting`: reopened with backoff (at most
+    30 s apart). One that is not there (no such name or index, no PortAudio) is `failed`: said once at WARNING and
+    tried again with a backoff growing to 5 minutes. Neither ends `run`, so the rest of the node works on."""
 
-    def __init__(self, config: MicrophoneConfig, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, config: MicrophoneConfig, backoff: Backoff | None = None, failed_backoff: Backoff | None = None
+    ) -> None:
         self.config = config
         self.backoff = backoff or Backoff(initial_s=1.0, maximum_s=30.0, healthy_after_s=30.0)
+        self.failed_backoff = failed_backoff or Backoff(initial_s=1.0, maximum_s=300.0, healthy_after_s=30.0)
         self.overflows = 0  # blocks lost because the ring was full or PortAudio overran
         self.state = "starting"
+        self.last_error: str | None = None  # why it is reconnecting or failed
+        self.retries = 0
         self.paced = False  # set once the device was found running faster than real time
+        # wraps each open, wait for audio and close: the systemd watchdog counts one that never returns as stalled
+        self.busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
+        self.on_state: Callable[[], None] = lambda: None  # called (on this thread) when `state` changed
+
+    def _set(self, state: str, why: str | None) -> None:
+        changed = state != self.state
+        self.state, self.last_error = state, why
+        if changed:
+            self.on_state()
 
     def run(self, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
         """Blocking: capture until `stop` is set."""
-        sd = import_sounddevice()
         while not stop.is_set():
-            started = time.monotonic()
+            started, sd = time.monotonic(), None
             try:
+                sd = import_sounddevice()
                 self._capture(sd, emit, stop)
-            except (SourceError, sd.PortAudioError) as exc:
-                delay = self.backoff.delay(time.monotonic() - started)
-                self.state = "reconnecting"
-                log.warning("microphone: %s; retrying in %.1f s", exc, delay)
-                stop.wait(delay)
+            except SourceError as exc:
+                self._wait(stop, str(exc), exc.permanent, time.monotonic() - started)
+            except Exception as exc:
+                if sd is None or not isinstance(exc, sd.PortAudioError):
+                    raise
+                self._wait(stop, str(exc), False, time.monotonic() - started)
+            if sd is not None and not stop.is_set():
                 rescan_devices(sd)
+
+    def _wait(self, stop: threading.Event, why: str, permanent: bool, ran_for_s: float) -> None:
+        """`failed` or `reconnecting`, said at WARNING when that or the reason changed; then the backoff."""
+        state = "failed" if permanent else "reconnecting"
+        delay = (self.failed_backoff if permanent else self.backoff).delay(ran_for_s)
+        level = logging.DEBUG if (state, why) == (self.state, self.last_error) else logging.WARNING
+        self._set(state, why)
+        self.retries += 1
+        log.log(level, "microphone: %s (%s); trying again in %.1f s", state, why, delay)
+        stop.wait(delay)
 
     def _capture(self, sd: ModuleType, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
         ring: collections.deque[np.ndarray] = collections.deque(
@@ -162,26 +191,34 @@ class SoundDeviceMicrophone:
             if (ahead := clock.runs_ahead(strict=self.paced)) is not None:
                 self._pace(ahead)
 
-        device = find_input_device(sd, self.config.device)
         rechunker = Rechunker(self.config.sample_rate, emit)
-        with sd.InputStream(
-            device=device,
-            samplerate=self.config.sample_rate,
-            channels=self.config.channels,
-            dtype="int16",  # what every USB microphone and ALSA plugin offers
-            blocksize=256,
-            callback=callback,
-        ) as stream:
-            self.state = "ok"
+        with self.busy("microphone"):
+            stream = sd.InputStream(
+                device=find_input_device(sd, self.config.device),
+                samplerate=self.config.sample_rate,
+                channels=self.config.channels,
+                dtype="int16",  # what every USB microphone and ALSA plugin offers
+                blocksize=256,
+                callback=callback,
+            )
+        try:
+            stream.start()
+            self._set("ok", None)
             log.info("microphone: capturing from %s", stream.device)
             while not stop.is_set():
-                if not ready.wait(2.0) and not stop.is_set():
-                    raise SourceError("no audio for 2 s (device gone?)")
-                ready.clear()
-                while ring and not stop.is_set():
-                    rechunker.feed(ring.popleft())
+                with self.busy("microphone"):
+                    if not ready.wait(2.0) and not stop.is_set():
+                        raise SourceError("no audio for 2 s (device gone?)")
+                    ready.clear()
+                    while ring and not stop.is_set():
+                        rechunker.feed(ring.popleft())
                 if not stream.active and not stop.is_set():
                     raise SourceError("the input stream stopped")
+        finally:
+            with self.busy("microphone"):
+                with contextlib.suppress(sd.PortAudioError):  # a device that is gone cannot be stopped: close it
+                    stream.stop()
+                stream.close()
 
     def _pace(self, ahead_s: float) -> None:
         """Hold back a device that runs ahead of real time (ALSA's file plugin, a clockless loopback)."""
@@ -209,11 +246,20 @@ class FileMicrophone:
         self.config = config
         self.overflows = 0
         self.state = "starting"
+        self.last_error: str | None = None
+        self.busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
+        self.on_state: Callable[[], None] = lambda: None  # not called: a file's state is only read
 
     def run(self, emit: Callable[[AudioChunk], None], stop: threading.Event) -> None:
-        """Blocking: emit the file's audio (in real time unless configured otherwise)."""
+        """Blocking: emit the file's audio (in real time unless configured otherwise); a file that cannot be read
+        is `failed` (said at WARNING) and ends the microphone, not the node."""
         assert self.config.file is not None
-        samples, rate = read_audio_file(self.config.file, self.config.sample_rate, self.config.channels)
+        try:
+            samples, rate = read_audio_file(self.config.file, self.config.sample_rate, self.config.channels)
+        except SourceError as exc:
+            self.state, self.last_error = "failed", str(exc)
+            log.warning("microphone: failed (%s)", exc)
+            return
         block = max(1, rate // 50)  # 20 ms
         self.state = "ok"
         clock = 0

@@ -1,4 +1,5 @@
-"""A camera: reads its source on a thread, caps the frame rate, transforms frames, reconnects with backoff."""
+"""A camera: reads its source (on a thread the daemon gives it), caps the frame rate, transforms frames, reconnects
+with backoff."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -22,8 +24,6 @@ log = logging.getLogger(__name__)
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 _FLIPS = {"horizontal": 1, "vertical": 0, "both": -1}
 Opener = Callable[[CameraConfig], FrameSource]
-_STOP_POLL_S = 0.2  # how often a camera's calling thread looks at `stop`
-_STOP_GRACE_S = 1.5  # after `stop`, how long the reading thread may take to finish before it is left behind
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,14 @@ def transform(image: np.ndarray, config: CameraConfig) -> np.ndarray:
 
 def default_opener(config: CameraConfig) -> FrameSource:
     """Open the configured source."""
-    return open_frame_source(config.source, config.width, config.height, config.open_timeout_s, config.read_timeout_s)
+    return open_frame_source(
+        config.source,
+        config.width,
+        config.height,
+        config.open_timeout_s,
+        config.read_timeout_s,
+        label=f"camera {config.name}",
+    )
 
 
 @dataclass
@@ -69,8 +76,9 @@ class Camera:
     on_status: Callable[[CameraStatus], None] | None = None
     status: CameraStatus = field(init=False)
     _index: int = field(default=0, init=False)
+    # wraps each open, read and close: the systemd watchdog counts one that never returns as a stalled stage
+    busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
     _source: FrameSource | None = field(default=None, init=False)  # the open source, for interrupt() on stop
-    _failure: BaseException | None = field(default=None, init=False)  # what ended the reading thread
 
     def __post_init__(self) -> None:
         self.status = CameraStatus(self.config.name)
@@ -92,41 +100,30 @@ class Camera:
             )
 
     def run(self, stop: threading.Event) -> None:
-        """Blocking until the camera ends, fails for good or `stop` is set. The source is read on a daemon thread of
-        its own, so a source stuck in a blocking call never holds up the stop: an `exec:` command is stopped, and an
-        OpenCV stream still inside its open or read timeout is left behind (a daemon thread does not keep the
-        process alive). An exception in the reading thread is raised here."""
-        reader = threading.Thread(target=self._guarded, args=(stop,), name=f"camera-{self.config.name}", daemon=True)
-        reader.start()
-        while reader.is_alive() and not stop.is_set():
-            reader.join(_STOP_POLL_S)
-        if reader.is_alive():
-            source = self._source
-            if source is not None:
-                interrupt(source)
-            reader.join(_STOP_GRACE_S)
-            if reader.is_alive():
-                log.warning("camera %s: its source is still blocked (%s); stopping without it", *self._blocked())
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
+        """Blocking, on the caller's thread (the daemon gives each camera a thread of its own): until the camera
+        ends, fails for good or `stop` is set. A source blocked in open or read returns at its timeout, or at once
+        after `interrupt()` where that can be done (an `exec:` command)."""
+        self._loop(stop)
 
-    def _blocked(self) -> tuple[str, str]:
+    def interrupt(self) -> None:
+        """From another thread: make the open source return now if it can (an `exec:` command is stopped)."""
+        source = self._source
+        if source is not None:
+            interrupt(source)
+
+    def blocked(self) -> str:
+        """What the camera's thread is doing when a stop had to leave it behind."""
         what = "opening" if self._source is None else "reading"
-        return self.config.name, f"{what} {self.config.source}"
-
-    def _guarded(self, stop: threading.Event) -> None:
-        try:
-            self._loop(stop)
-        except BaseException as exc:  # handed to run(), on the caller's thread
-            self._failure = exc
+        return f"camera {self.config.name}: {what} {self.config.source}"
 
     def _loop(self, stop: threading.Event) -> None:
         """Open, read, and on failure retry with backoff (permanent errors end in `failed`)."""
+        stage = f"camera {self.config.name}"
         while not stop.is_set():
             started = time.monotonic()
             try:
-                self._source = source = self.opener(self.config)
+                with self.busy(stage):
+                    self._source = source = self.opener(self.config)
             except SourceError as exc:
                 if exc.permanent:
                     self._set(state="failed", last_error=str(exc))
@@ -144,7 +141,8 @@ class Camera:
                 reason = "the stream ended"
             finally:
                 self._source = None
-                source.close()
+                with self.busy(stage):
+                    source.close()
             if stop.is_set():
                 return
             if ended and not source.live:
@@ -166,15 +164,18 @@ class Camera:
         native = getattr(source, "native_fps", 0.0)
         file_interval = 1.0 / native if native else interval
         next_emit = file_due = time.monotonic()
+        stage = f"camera {self.config.name}"
         while not stop.is_set():
-            if not source.grab():
-                return True
+            with self.busy(stage):
+                if not source.grab():
+                    return True
             if not source.live:  # play files in real time, as a camera would deliver them
                 file_due = pace(file_due, file_interval)
             now = time.monotonic()
             if now < next_emit:
                 continue
-            image = transform(source.retrieve(), self.config)
+            with self.busy(stage):
+                image = transform(source.retrieve(), self.config)
             next_emit = max(next_emit + interval, now - interval)
             self._index += 1
             if self.status.state != "ok":

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import shlex
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Protocol
@@ -16,18 +10,23 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge_agent.sources.command import CommandSource
+from edge_agent.sources.errors import SourceError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "CommandSource",
+    "FrameSource",
+    "ImageSource",
+    "OpenCVSource",
+    "SourceError",
+    "interrupt",
+    "open_frame_source",
+    "pace",
+]
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_SOI, _EOI = b"\xff\xd8", b"\xff\xd9"
-
-
-class SourceError(Exception):
-    """A frame source failed; `permanent` means retrying cannot help (e.g. a missing file)."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class FrameSource(Protocol):
@@ -143,102 +142,22 @@ class ImageSource:
         """Nothing to release."""
 
 
-class CommandSource:
-    """A command whose stdout is an MJPEG stream, e.g. `rpicam-vid -t 0 --codec mjpeg -o -`; its first frame
-    must come within `open_timeout_s` of starting it, each next one within `read_timeout_s`."""
-
-    live = True
-    native_fps = 0.0
-
-    def __init__(
-        self, command: str, chunk: int = 65536, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0
-    ) -> None:
-        try:
-            self._process = subprocess.Popen(
-                shlex.split(command),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                bufsize=0,
-                start_new_session=True,  # its own process group: stopping it stops what it started too
-            )
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"cannot start {command!r}: {exc}") from None
-        self._command = command
-        self._buffer = bytearray()
-        self._jpeg = b""
-        self._chunk = chunk
-        self._timeouts = (open_timeout_s, read_timeout_s)
-        self._frames = 0
-
-    def grab(self) -> bool:
-        """Read until one complete JPEG is buffered; SourceError when none comes within the timeout."""
-        timeout = self._timeouts[1] if self._frames else self._timeouts[0]
-        deadline = time.monotonic() + timeout
-        while True:
-            start = self._buffer.find(_SOI)
-            end = self._buffer.find(_EOI, start + 2) if start >= 0 else -1
-            if end >= 0:
-                self._jpeg = bytes(self._buffer[start : end + 2])
-                del self._buffer[: end + 2]
-                self._frames += 1
-                return True
-            if start > 0:
-                del self._buffer[:start]
-            data = self._read(deadline, timeout)
-            if not data:
-                return False
-            self._buffer += data
-            if len(self._buffer) > 32 * 1024 * 1024:
-                raise SourceError("no complete JPEG in 32 MiB of output: is the stream MJPEG?")
-
-    def _read(self, deadline: float, timeout: float) -> bytes:
-        assert self._process.stdout is not None
-        fd = self._process.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            after = "of starting it" if self._frames == 0 else "of the last one"
-            raise SourceError(f"{self._command!r}: no frame within {timeout:g} s {after}")
-        return os.read(fd, self._chunk)
-
-    def retrieve(self) -> np.ndarray:
-        """Decode the buffered JPEG."""
-        frame = cv2.imdecode(np.frombuffer(self._jpeg, np.uint8), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise SourceError("corrupt JPEG in the command's output")
-        return np.asarray(frame)
-
-    def interrupt(self) -> None:
-        """Stop the command (from any thread): a grab() waiting for its output returns at once."""
-        self._signal(signal.SIGTERM)
-
-    def close(self) -> None:
-        """Stop the command: SIGTERM to its process group, SIGKILL after a second."""
-        self._signal(signal.SIGTERM)
-        try:
-            self._process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self._process.wait()
-
-    def _signal(self, number: int) -> None:
-        if self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, number)
-
-
 def open_frame_source(
     source: str | int,
     width: int | None = None,
     height: int | None = None,
     open_timeout_s: float = 10.0,
     read_timeout_s: float = 10.0,
+    *,
+    label: str = "exec",
 ) -> FrameSource:
-    """Open the source a camera's `source` setting names (the timeouts apply to streams and commands)."""
+    """Open the source a camera's `source` setting names (the timeouts apply to streams and commands; `label`
+    prefixes what a command writes on stderr)."""
     if isinstance(source, int):
         return OpenCVSource(source, width, height)
     if source.startswith("exec:"):
         command = source.removeprefix("exec:").strip()
-        return CommandSource(command, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
+        return CommandSource(command, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s, label=label)
     if "://" in source:
         return OpenCVSource(source, width, height, open_timeout_s, read_timeout_s)
     path = Path(source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -118,3 +119,32 @@ def test_unavailable_live_sources_keep_retrying(source: str) -> None:
     run.wait_for(lambda: run.camera.status.reconnects >= 3)
     run.close()
     assert run.camera.status.state == "reconnecting"
+
+
+def test_an_exec_command_that_fails_has_its_stderr_logged_and_kept_as_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    run = Running(camera("exec:sh -c 'echo boom >&2; exit 3'"), Backoff(initial_s=0.05, maximum_s=0.1))
+    run.wait_for(lambda: run.camera.status.reconnects >= 2)
+    run.close()
+    status = run.camera.status
+    assert status.state == "reconnecting"
+    assert status.last_error == "\"sh -c 'echo boom >&2; exit 3'\" exited with status 3: boom"
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "boom" in r.getMessage()]
+    assert (logging.WARNING, "camera cam: sh: boom") in said  # the line itself, prefixed with the camera
+    assert any(level == logging.WARNING and message.startswith("camera cam: reconnecting (") for level, message in said)
+
+
+def test_an_exec_command_that_writes_a_lot_on_stderr_is_logged_at_a_bounded_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    script = "for i in $(seq 1 500); do echo line $i >&2; done; exit 1"
+    run = Running(camera(f"exec:sh -c '{script}'"), Backoff(initial_s=5, maximum_s=5))
+    run.wait_for(lambda: run.camera.status.state == "reconnecting")
+    run.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("camera cam: sh: ")]
+    assert lines[:10] == [f"camera cam: sh: line {i}" for i in range(1, 11)]
+    assert lines[10:] == ["camera cam: sh: 490 more line(s) on stderr not logged"]
+    assert run.camera.status.last_error is not None and run.camera.status.last_error.endswith(": line 500")

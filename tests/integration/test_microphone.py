@@ -125,23 +125,30 @@ def test_an_unknown_device_name_lists_the_inputs(alsa_capture) -> None:  # type:
 
 
 RETRY = """
-import threading
+import logging, threading
+logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(message)s")
 from edge_agent.config import MicrophoneConfig
 from edge_agent.service import Backoff
 from edge_agent.sources.audio import SoundDeviceMicrophone
 stop = threading.Event()
-mic = SoundDeviceMicrophone(MicrophoneConfig(device="USB PnP"), Backoff(initial_s=0.1, maximum_s=0.2))
+mic = SoundDeviceMicrophone(MicrophoneConfig(device="USB PnP"), failed_backoff=Backoff(initial_s=0.1, maximum_s=0.2))
 timer = threading.Timer(1.5, stop.set)
 timer.daemon = True
 timer.start()
 mic.run(lambda chunk: None, stop)
-print("state", mic.state)
+print("state", mic.state, mic.retries)
+print("error", mic.last_error)
 """
 
 
-def test_a_missing_device_is_retried_not_fatal(alsa_capture) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_device_is_failed_said_once_and_retried_with_backoff(alsa_capture) -> None:  # type: ignore[no-untyped-def]
     env = alsa_capture(to_int16(tone(1.0, 16000)))
     done = subprocess.run([sys.executable, "-c", RETRY], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith("state reconnecting")
-    assert done.stderr.count("microphone: no input device matching 'USB PnP'") >= 3
+    state, error = done.stdout.strip().splitlines()[-2:]
+    assert state.startswith("state failed ") and int(state.split()[-1]) >= 3  # tried again, and again
+    assert error.startswith("error no input device matching 'USB PnP' (inputs: ")
+    said = [line for line in done.stderr.splitlines() if "microphone: failed" in line]
+    levels = [line.split()[0] for line in said]
+    assert levels[0] == "WARNING" and set(levels[1:]) == {"DEBUG"}, said  # the same reason is said once
+    assert "Traceback" not in done.stderr

@@ -4,6 +4,7 @@ close; model loads that are never refused as busy and never leave `model_pending
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -289,3 +290,27 @@ def test_model_pending_clears_whatever_happens_to_the_load_job(tmp_path: Path, m
         assert not core.model_pending
 
     asyncio.run(scenario())
+
+
+def test_jobs_run_their_blocking_work_on_one_inference_thread_of_their_own() -> None:
+    def where() -> tuple[str, int, str]:
+        thread = threading.current_thread()
+        comm = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+        return thread.name, threading.get_ident(), comm
+
+    async def scenario() -> list[tuple[str, int, str]]:
+        scheduler, seen = Scheduler(10), []
+
+        async def run(ctx: JobContext) -> None:
+            seen.append(await ctx.offload(where))
+
+        jobs = [scheduler.submit(Job(f"ask-{i}", Priority.INTERACTIVE, run)) for i in range(3)]
+        serving = asyncio.create_task(scheduler.serve())
+        await asyncio.gather(*(j.future for j in jobs))
+        serving.cancel()
+        scheduler.thread.shutdown()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert len({ident for _, ident, _ in seen}) == 1  # the same thread every time, not the loop's executor
+    assert all(name.startswith("inference") and comm == "inference" for name, _, comm in seen), seen

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from edge_agent.service import Backoff, Supervisor
+from edge_agent.service import Backoff, Supervisor, run_in_thread
 
 
 def test_backoff_doubles_up_to_the_cap_and_resets_after_a_healthy_run() -> None:
@@ -72,3 +76,47 @@ def test_starting_a_name_twice_is_refused() -> None:
         await supervisor.stop()
 
     asyncio.run(scenario())
+
+
+def test_run_in_thread_runs_on_a_named_thread_and_raises_its_error_in_the_task() -> None:
+    seen: list[str] = []
+
+    def work() -> None:
+        thread = threading.current_thread()
+        seen.append(thread.name)
+        seen.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        raise RuntimeError("device gone")
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="device gone"):
+            await run_in_thread("capture-garage", work)
+
+    asyncio.run(scenario())
+    assert seen == ["capture-garage", "capture-garage"]  # Python's name and the kernel's (`top -H`, /proc)
+
+
+def test_run_in_thread_holds_no_executor_thread_and_a_cancel_interrupts_it() -> None:
+    release, hung = threading.Event(), threading.Event()  # hung: a read that an interrupt cannot end
+    interrupted: list[bool] = []
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        waits = [asyncio.create_task(run_in_thread(f"capture-{i}", release.wait)) for i in range(4)]
+        await asyncio.sleep(0.1)
+        answer = await asyncio.wait_for(asyncio.to_thread(lambda: 42), 5)  # the executor is free
+        assert answer == 42
+        stuck = asyncio.create_task(run_in_thread("capture-hung", hung.wait, lambda: interrupted.append(True), 0.1))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        took = time.monotonic() - started
+        release.set()
+        hung.set()
+        await asyncio.gather(*waits)
+        return took
+
+    took = asyncio.run(scenario())
+    assert interrupted == [True] and took < 1.0  # interrupted, then left behind after its grace

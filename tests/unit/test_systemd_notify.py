@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.health.liveness import DrainCheck
 from edge_agent.health.systemd import ProgressWatchdog, SystemdNotifier, notify_address, watchdog_interval_s
 
 
@@ -202,3 +203,52 @@ def test_run_async_pings_from_the_event_loop(systemd: FakeSystemd) -> None:
 
     asyncio.run(main())
     assert pings(systemd.receive(0.3)) >= 2
+
+
+def test_a_watched_check_that_says_stuck_stops_the_pings_until_it_recovers(
+    systemd: FakeSystemd, pinger: ProgressWatchdog
+) -> None:
+    systemd.wait_for(lambda m: m == "WATCHDOG=1")
+    why: list[str] = ["3 result(s) waiting and none delivered for 301 s while connected"]
+    pinger.watch("publish", lambda: why[0] or None)
+    stuck = systemd.wait_for(lambda m: "STALLED" in m)
+    assert (
+        stuck[-1]
+        == "STATUS=running; STALLED: publish: 3 result(s) waiting and none delivered for 301 s while connected"
+    )
+    assert pings(systemd.receive(0.5)) == 0
+    why[0] = ""  # delivered again
+    resumed = systemd.wait_for(lambda m: m == "WATCHDOG=1")
+    assert any(m == "STATUS=running; idle" for m in resumed)
+
+
+def test_quiet_busy_stages_stall_like_the_others_but_are_not_listed_as_busy() -> None:
+    now = [0.0]
+    watchdog = ProgressWatchdog(SystemdNotifier({}), interval_s=10, stall_limit_s=5, clock=lambda: now[0])
+    with watchdog.busy("camera garage", quiet=True):
+        assert watchdog.status_text() == "running; idle"  # a frame read, many a second: not news
+        now[0] += 6
+        assert watchdog.stalled() == [("camera garage", 6.0)]
+        assert "STALLED: camera garage busy for longer than the limit (camera garage 5 s)" in watchdog.status_text()
+    assert watchdog.completed("camera garage") == 1
+
+
+def test_publishing_is_stuck_only_when_connected_with_results_waiting_and_none_delivered() -> None:
+    now, connected, depth = [0.0], [True], [0]
+    check = DrainCheck(lambda: connected[0], lambda: depth[0], limit_s=10, clock=lambda: now[0])
+    assert check() is None
+    now[0], depth[0] = 100.0, 0  # idle for long: not stuck
+    assert check() is None
+    depth[0] = 3
+    now[0] = 105.0
+    assert check() is None  # waiting, within the limit
+    now[0] = 111.0
+    assert check() == "3 result(s) waiting and none delivered for 11 s while connected"
+    depth[0] = 2  # one delivered: progress
+    assert check() is None
+    connected[0], now[0], depth[0] = False, 200.0, 50  # a broker outage: results are spooled, paho reconnects
+    assert check() is None
+    connected[0], now[0] = True, 205.0
+    assert check() is None  # reconnected: the limit counts from the outage seen last
+    now[0] = 211.0
+    assert check() == "50 result(s) waiting and none delivered for 11 s while connected"
