@@ -8,10 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from edge_agent.model.store import catalog
 from edge_agent.model.store.files import VARIANT_SUFFIXES, ModelFilesError, write_manifest
-from edge_agent.model.store.hub import is_hub_source, parse_repo_id, pull_from_hub
+from edge_agent.model.store.hub import HUB_PREFIX, is_hub_source, looks_like_repo_id, parse_repo_id, pull_from_hub
 from edge_agent.model.store.manifest import list_models, read_manifest, remove_model, verify_all
-from edge_agent.model.store.pull import PullError, PullResult, open_source, pull
+from edge_agent.model.store.mirror import open_source, pull
+from edge_agent.model.store.progress import VERIFYING, TerminalProgress
+from edge_agent.model.store.pull import PullError, PullResult
 
 EXIT_FAILED = 1
 DEFAULT_DIR = Path("/var/lib/edge-agent/models")
@@ -22,25 +25,11 @@ def models_dir(args: argparse.Namespace) -> Path:
     return Path(args.dir or os.environ.get("EDGE_AGENT_MODELS_DIR") or DEFAULT_DIR)
 
 
-class ProgressPrinter:
-    """A progress line per file on stderr: rewritten in place on a terminal, every 10 % otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.shown: dict[str, int] = {}
-
-    def __call__(self, path: str, done: int, total: int) -> None:
-        percent = 100 * done // total if total else 100
-        if self.tty:
-            end = "\n" if done >= total else ""
-            print(f"\r{path}: {percent:3d}% {done / 2**20:.1f}/{total / 2**20:.1f} MB", end=end, file=sys.stderr)
-        elif percent // 10 > self.shown.get(path, -1):
-            self.shown[path] = percent // 10
-            print(f"{path}: {percent}% of {total / 2**20:.1f} MB", file=sys.stderr, flush=True)
-
-
 def run_list(args: argparse.Namespace) -> int:
-    """List the models under the models directory."""
+    """List the models under the models directory (or, with --available, the short names `pull` knows)."""
+    if args.available:
+        print(json.dumps(catalog.as_json()) if args.json else "\n".join(catalog.describe_available()))
+        return 0
     found = list_models(models_dir(args))
     if args.json:
         rows = [
@@ -57,33 +46,54 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pull(args: argparse.Namespace) -> PullResult:
-    """From the hub (hf://OWNER/NAME), a mirror or a directory."""
-    if is_hub_source(args.source):
-        variant, progress = args.variant or "q4", ProgressPrinter()
-        repo_id = parse_repo_id(args.source)
+def resolve_source(text: str) -> tuple[str, str | None]:
+    """A short name (e2b, e4b) -> its hf:// source and default variant; OWNER/NAME that is no local directory ->
+    hf://OWNER/NAME; anything else as given."""
+    if (known := catalog.find(text)) is not None:
+        return known.source, known.variant
+    if looks_like_repo_id(text) and not Path(text).exists():
+        return HUB_PREFIX + text, None
+    return text, None
+
+
+def _pull(args: argparse.Namespace, progress: TerminalProgress) -> PullResult:
+    """From the hub (a short name, hf://OWNER/NAME), a mirror or a directory."""
+    source, default_variant = resolve_source(args.source)
+    variant = args.variant or default_variant or "q4"
+    if is_hub_source(source):
+        if variant == "all":
+            raise PullError("--variant all is for mirrors and directories; a hub pull takes one variant")
         return pull_from_hub(
-            repo_id, models_dir(args), variant=variant, revision=args.revision, name=args.name, progress=progress
+            parse_repo_id(source),
+            models_dir(args),
+            variant=variant,
+            revision=args.revision,
+            name=args.name,
+            progress=progress,
         )
-    if args.variant or args.revision:
-        raise PullError("--variant and --revision are for hf:// sources (a mirror's manifest lists its files)")
-    return pull(open_source(args.source), models_dir(args), args.name, ProgressPrinter())
+    if args.revision:
+        raise PullError("--revision is for hub sources (a mirror's manifest lists its files)")
+    chosen = None if variant == "all" else variant
+    return pull(open_source(source, progress), models_dir(args), args.name, progress, chosen)
 
 
 def run_pull(args: argparse.Namespace) -> int:
     """Download, verify, switch."""
+    progress = TerminalProgress()
     try:
-        result = _pull(args)
+        result = _pull(args, progress)
     except (ModelFilesError, OSError) as exc:
+        progress.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if result.up_to_date:  # Ansible's `changed_when` looks for these words
         print(f"up to date: {result.path} already holds these files, each verified")
         return 0
     resumed = f", {result.resumed_bytes / 2**20:.1f} MB resumed" if result.resumed_bytes else ""
+    unchanged = f", {result.kept_files} unchanged file(s) kept" if result.kept_files else ""
     kept = f"; the model it replaced is kept as {result.previous}" if result.previous else ""
     commit = f" at commit {result.revision}" if result.revision else ""
-    downloaded = f"{result.downloaded_bytes / 2**20:.1f} MB downloaded{resumed}"
+    downloaded = f"{result.downloaded_bytes / 2**20:.1f} MB downloaded{resumed}{unchanged}"
     print(f"pulled {result.path}{commit} ({downloaded}), verified{kept}")
     return 0
 
@@ -92,11 +102,24 @@ def run_verify(args: argparse.Namespace) -> int:
     """Check every file against the manifest."""
     target = Path(args.model)
     path = target if target.is_dir() else models_dir(args) / args.model
+    progress = TerminalProgress()
+    current = [""]
+
+    def on_file(name: str) -> None:
+        current[0] = name
+
+    def on_bytes(done: int, total: int) -> None:
+        if VERIFYING not in progress.stages:
+            progress.stage(VERIFYING, total)
+        progress.advance(VERIFYING, current[0], done)  # one running count: the line names the file being read
+
     try:
-        problems = verify_all(path)
+        problems = verify_all(path, on_file=on_file, progress=on_bytes)
     except ModelFilesError as exc:
+        progress.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    progress.close()
     for problem in problems:
         print(f"{path / problem.path}: {problem.problem}")
     print(f"{path}: {'ok' if not problems else f'{len(problems)} file(s) do not match the manifest'}")
@@ -141,20 +164,28 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         sub.set_defaults(handler=handler)
         return sub
 
-    action("list", "the models on this node", run_list).add_argument("--json", action="store_true")
+    list_parser = action("list", "the models on this node (--available: the short names `pull` knows)", run_list)
+    list_parser.add_argument("--json", action="store_true")
+    list_parser.add_argument(
+        "--available", action="store_true", help="the public models `pull` knows by a short name, with sizes"
+    )
     pull_parser = action("pull", "download a model (resumes), verify it, switch to it", run_pull)
+    names = ", ".join(model.short_name for model in catalog.CATALOG)
     pull_parser.add_argument(
         "source",
-        help="an http(s):// mirror URL or a directory holding manifest.json, or hf://OWNER/NAME: a Hugging Face hub "
-        "model repo ($HF_ENDPOINT for a hub mirror, $HF_TOKEN for a private repo; needs edge-agent[hub])",
+        help=f"a short name ({names}: see `models list --available`); hf://OWNER/NAME or OWNER/NAME: a Hugging Face "
+        "hub model repo ($HF_ENDPOINT for a hub mirror, $HF_TOKEN for a private repo; needs the extra "
+        "edge-agent-node[hub]); or an http(s):// mirror URL or a directory holding manifest.json",
     )
     pull_parser.add_argument(
         "--name", help="directory name under the models directory (default: the manifest's, or the hub repo's NAME)"
     )
     pull_parser.add_argument(
-        "--variant", choices=VARIANT_SUFFIXES, help="hf:// only: pull just the graphs of this variant (default q4)"
+        "--variant",
+        choices=[*VARIANT_SUFFIXES, "all"],
+        help="pull just the graphs of this variant (default q4); 'all': every file a mirror's manifest lists",
     )
-    pull_parser.add_argument("--revision", help="hf:// only: a branch, tag or commit (default: the main branch)")
+    pull_parser.add_argument("--revision", help="hub only: a branch, tag or commit (default: the main branch)")
     action("verify", "check every file's size and sha256", run_verify).add_argument("model", help="name or path")
     remove_parser = action("remove", "delete a model directory", run_remove)
     remove_parser.add_argument("name", help="e.g. gemma-4-e2b or gemma-4-e2b.previous")

@@ -98,7 +98,8 @@ def test_a_q4_pull_takes_only_the_q4_files_which_verify_and_generate(hub: FakeHu
 def test_a_corrupted_file_is_refused_and_the_model_in_place_stays(hub: FakeHub, tmp_path: Path) -> None:
     store = tmp_path / "models"
     assert edge_agent(hub, "models", "pull", SOURCE, "--dir", str(store)).returncode == 0
-    make_older(store / NAME, "onnx/decoder_model_merged_q4.onnx_data")  # the hub now has a newer version
+    for older in ("onnx/decoder_model_merged_q4.onnx_data", "generation_config.json"):
+        make_older(store / NAME, older)  # the hub now has a newer version of these (the others are kept as they are)
     before = {path: (store / NAME / path).read_bytes() for path in Q4_FILES}
     for path, expected in [
         ("onnx/decoder_model_merged_q4.onnx_data", "sha256 does not match the hub's (LFS)"),
@@ -192,18 +193,54 @@ def test_what_cannot_be_pulled_is_said_before_any_download(hub: FakeHub, tmp_pat
     assert not [url for _, url, _ in hub.requests if "/resolve/" in url]
     bad = edge_agent(hub, "models", "pull", "hf://just-a-name", "--dir", store)
     assert bad.returncode == 1 and "give a hub model repository as hf://OWNER/NAME" in bad.stderr
-    mirror = edge_agent(hub, "models", "pull", str(TINY), "--variant", "q4", "--dir", store)
-    assert mirror.returncode == 1 and "--variant and --revision are for hf:// sources" in mirror.stderr
+    mirror = edge_agent(hub, "models", "pull", str(TINY), "--revision", "main", "--dir", store)
+    assert mirror.returncode == 1 and "--revision is for hub sources" in mirror.stderr
+    every = edge_agent(hub, "models", "pull", SOURCE, "--variant", "all", "--dir", store)
+    assert every.returncode == 1 and "--variant all is for mirrors and directories" in every.stderr
     offline = edge_agent("http://127.0.0.1:9", "models", "pull", SOURCE, "--dir", store)
     assert offline.returncode == 1 and "http://127.0.0.1:9: cannot reach the hub" in offline.stderr
     assert not (Path(store) / NAME).exists()
+
+
+def test_a_short_name_pulls_the_public_export_q4_with_progress(repo: Path, tmp_path: Path) -> None:
+    """`models pull e2b` is hf://onnx-community/gemma-4-E2B-it-ONNX, variant q4 (the fake hub serves the tiny model
+    under that id); a full repo id, with or without hf://, names the same repo."""
+    store = tmp_path / "models"
+    hub = FakeHub(repo, "onnx-community/gemma-4-E2B-it-ONNX").start()
+    try:
+        done = edge_agent(hub, "models", "pull", "e2b", "--dir", str(store))
+        assert done.returncode == 0, done.stderr
+        model = store / "gemma-4-E2B-it-ONNX"
+        assert files_under(model) == {*Q4_FILES, "manifest.json"}
+        assert f"pulled {model} at commit {hub.commit}" in done.stdout
+        lines = done.stderr.splitlines()  # not a terminal: a few plain lines per stage, each with the total
+        downloading = [line for line in lines if line.startswith("downloading ")]
+        assert 2 <= len(downloading) <= 5 and downloading[-1].startswith("downloading 13.") and "(100%)" in lines[-1]
+        assert any(line.startswith("verifying checksums ") for line in lines)
+        full = edge_agent(hub, "models", "pull", "onnx-community/gemma-4-E2B-it-ONNX", "--dir", str(store))
+        assert full.returncode == 0 and full.stdout.startswith("up to date"), full.stdout + full.stderr
+        assert any(line.startswith("checking the files in place ") for line in full.stderr.splitlines())
+        fp32 = edge_agent(hub, "models", "pull", "E2B", "--variant", "fp32", "--name", "e2b-fp32", "--dir", str(store))
+        assert fp32.returncode == 0, fp32.stderr
+        assert "onnx/embed_tokens.onnx" in files_under(store / "e2b-fp32")
+    finally:
+        hub.stop()
+    available = edge_agent(hub, "models", "list", "--available")
+    assert available.returncode == 0
+    for name, repo_id in [("e2b", "onnx-community/gemma-4-E2B-it-ONNX"), ("e4b", "onnx-community/gemma-4-E4B-it-ONNX")]:
+        row = next(line for line in available.stdout.splitlines() if line.startswith(name + " "))
+        assert repo_id in row and " q4 " in row and row.count("about ") == 2
+    listed = json.loads(edge_agent(hub, "models", "list", "--available", "--json").stdout)
+    assert [m["name"] for m in listed] == ["e2b", "e4b"] and listed[0][
+        "source"
+    ] == "hf://onnx-community/gemma-4-E2B-it-ONNX"
 
 
 def test_without_huggingface_hub_the_error_says_what_to_install(tmp_path: Path) -> None:
     absent = "import sys; sys.modules['huggingface_hub'] = None; from edge_agent.cli import main; sys.exit(main())"
     args = ["models", "pull", SOURCE, "--dir", str(tmp_path)]
     done = subprocess.run([sys.executable, "-c", absent, *args], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "pip install 'edge-agent[hub]'" in done.stderr, done.stderr
+    assert done.returncode == 1 and "pip install 'edge-agent-node[hub]'" in done.stderr, done.stderr
     # the daemon never imports it: the CLI and the application load without it
     check = "import sys, edge_agent.cli, edge_agent.app; sys.exit('huggingface_hub' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", check], timeout=60).returncode == 0

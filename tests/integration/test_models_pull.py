@@ -1,13 +1,17 @@
-"""`edge-agent models pull` from a mirror on 127.0.0.1 and from a directory: resume after a cut, refusal of a
-corrupted file with the model in place kept, disk check first, atomic switch keeping the previous model."""
+"""`edge-agent models pull` from a mirror on 127.0.0.1 and from a directory: only the chosen variant (q4 by default),
+only the files that changed, resume after a cut, a warning for a mirror that cannot resume, refusal of a corrupted
+file with the model in place kept, disk check first, atomic switch keeping the previous model."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,8 @@ from edge_agent.model.store.files import locate_model
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-gemma4"
-BIG_FILE = "onnx/decoder_model_merged.onnx_data"  # the largest file of the tiny model (1 MB)
+GRAPHS = ("embed_tokens", "decoder_model_merged", "vision_encoder", "audio_encoder")
+BIG_FILE = "onnx/embed_tokens_q4.onnx_data"  # the largest file of the q4 variant, which a pull takes by default
 
 
 def models(*args: str) -> subprocess.CompletedProcess[str]:
@@ -117,3 +122,81 @@ def test_pull_from_a_directory_and_bad_manifests(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "unsafe path '../x'" in refused.stderr
     missing = models("pull", str(tmp_path / "nowhere"), "--dir", str(store))
     assert missing.returncode == 1 and "not a directory" in missing.stderr
+
+
+Q4_FILES = {
+    *("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"),
+    *(f"onnx/{graph}_q4.onnx{data}" for graph in GRAPHS for data in ("", "_data")),
+}
+
+
+def test_a_pull_takes_only_the_variant_and_then_only_the_files_that_changed(mirror: Mirror, tmp_path: Path) -> None:
+    store = tmp_path / "models"
+    first = models("pull", mirror.url, "--dir", str(store))
+    assert first.returncode == 0, first.stderr
+    assert sorted(path for path, _ in mirror.requests) == sorted(["manifest.json", *Q4_FILES])  # q4 by default
+    assert {str(p.relative_to(store / "tiny-gemma4")) for p in (store / "tiny-gemma4").rglob("*") if p.is_file()} == {
+        *Q4_FILES,
+        "manifest.json",
+    }
+    assert "ignores HTTP Range" not in first.stderr  # the rig's mirror resumes
+    make_older(mirror.root, BIG_FILE)  # a new version on the mirror: one file and its manifest entry changed
+    mirror.requests.clear()
+    second = models("pull", mirror.url, "--dir", str(store))
+    assert second.returncode == 0, second.stderr
+    assert [path for path, _ in mirror.requests] == ["manifest.json", BIG_FILE]  # nothing else downloaded
+    assert f"{len(Q4_FILES) - 1} unchanged file(s) kept" in second.stdout, second.stdout
+    assert (store / "tiny-gemma4" / BIG_FILE).read_bytes() == (mirror.root / BIG_FILE).read_bytes()
+    assert (store / "tiny-gemma4.previous" / BIG_FILE).read_bytes() == (TINY / BIG_FILE).read_bytes()
+    assert models("verify", "tiny-gemma4", "--dir", str(store)).returncode == 0
+    locate_model(store / "tiny-gemma4", "q4", verify=True)
+    # a file damaged in place is not kept: it is downloaded again
+    damaged = bytearray((store / "tiny-gemma4" / "onnx/decoder_model_merged_q4.onnx").read_bytes())
+    damaged[7] ^= 0xFF
+    (store / "tiny-gemma4" / "onnx/decoder_model_merged_q4.onnx").write_bytes(bytes(damaged))
+    mirror.requests.clear()
+    third = models("pull", mirror.url, "--dir", str(store))
+    assert third.returncode == 0, third.stderr
+    assert [path for path, _ in mirror.requests] == ["manifest.json", "onnx/decoder_model_merged_q4.onnx"]
+    # another variant, and every file
+    fp32 = models("pull", mirror.url, "--dir", str(store), "--variant", "fp32", "--name", "fp32")
+    assert fp32.returncode == 0, fp32.stderr
+    locate_model(store / "fp32", "fp32", verify=True)
+    assert not (store / "fp32" / BIG_FILE).exists()
+    everything = models("pull", mirror.url, "--dir", str(store), "--variant", "all", "--name", "all")
+    assert everything.returncode == 0, everything.stderr
+    listed = json.loads((mirror.root / "manifest.json").read_text())["files"]
+    assert all((store / "all" / entry["path"]).is_file() for entry in listed)
+
+
+def test_a_mirror_that_ignores_range_is_named_once_with_servers_that_resume(tmp_path: Path) -> None:
+    root = tmp_path / "mirror"
+    shutil.copytree(TINY, root)
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)  # Python's http.server: no Range support
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        store = tmp_path / "models"
+        done = models("pull", url, "--dir", str(store))
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("ignores HTTP Range") == 1, done.stderr
+        warning = next(line for line in done.stderr.splitlines() if "ignores HTTP Range" in line)
+        assert warning.startswith("warning: ") and "from zero" in warning and "npx http-server" in warning
+        assert "nginx" in warning and "http.server` does not resume" in warning
+        # a staged half file cannot be resumed from such a mirror: it is downloaded whole, and still verifies
+        staging = store / ".staging-again" / BIG_FILE
+        staging.parent.mkdir(parents=True)
+        staging.write_bytes((root / BIG_FILE).read_bytes()[:1000])
+        again = models("pull", url, "--dir", str(store), "--name", "again")
+        assert again.returncode == 0 and "resumed" not in again.stdout, again.stdout + again.stderr
+        assert again.stderr.count("ignores HTTP Range") == 1
+        assert models("verify", "again", "--dir", str(store)).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass

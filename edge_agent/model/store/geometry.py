@@ -51,8 +51,9 @@ def _int(text: dict[str, Any], key: str, default: int | None, source: Path) -> i
     return value
 
 
-def read_kv_geometry(config_json: Path) -> KVGeometry:
+def read_kv_geometry(config_json: str | Path) -> KVGeometry:
     """The KV-cache layers of a Gemma 4 config.json, read as transformers' Gemma4TextConfig reads it."""
+    config_json = Path(config_json)
     _, text = read_model_config(config_json)
     layer_count = _int(text, "num_hidden_layers", None, config_json)
     types = text.get("layer_types")
@@ -97,6 +98,6 @@ def model_sizes(files: ModelFiles) -> ModelSizes:
     )
 
 
-def sizes_at(root: Path, variant: str) -> ModelSizes:
+def sizes_at(root: str | Path, variant: str) -> ModelSizes:
     """The sizes of the model in `root` (ModelFilesError if it is not there); checksums are not read."""
-    return model_sizes(locate_model(root, variant, verify=False))
+    return model_sizes(locate_model(Path(root), variant, verify=False))

@@ -12,20 +12,22 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.model.store.files import variant_paths
-from edge_agent.model.store.manifest import ModelFilesError, hash_file, safe_path
-from edge_agent.model.store.pull import Fetched, Progress, PullError, PullResult, install, interrupted, refused
+from edge_agent.model.store.manifest import ModelFilesError, safe_path
+from edge_agent.model.store.progress import CHECKING, DOWNLOADING, QUIET, VERIFYING, PullProgress, hash_into
+from edge_agent.model.store.pull import Fetched, PullError, PullResult, install, interrupted, refused
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
     from huggingface_hub.hf_api import RepoSibling
 
 HUB_PREFIX = "hf://"
-INSTALL_HINT = "pip install 'edge-agent[hub]'"
+INSTALL_HINT = "pip install 'edge-agent-node[hub]'"  # this project's distribution name (pyproject.toml)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 _HEX = re.compile(r"[0-9a-f]+")
 _RETRIES = 5  # a dropped download is resumed this many times in a row without a byte received (as huggingface_hub)
@@ -45,6 +47,11 @@ class HubFile:
 def is_hub_source(text: str) -> bool:
     """An hf:// source."""
     return text.startswith(HUB_PREFIX)
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """OWNER/NAME, as the hub spells a model repo."""
+    return bool(_REPO_ID.fullmatch(text)) and ".." not in text
 
 
 def parse_repo_id(text: str) -> str:
@@ -103,26 +110,25 @@ def list_repo(repo_id: str, revision: str | None) -> tuple[str, dict[str, RepoSi
 
 
 class _StagingFile(io.FileIO):
-    """The staging file a download appends to (after what an earlier pull left), reporting progress."""
+    """The staging file a download appends to (after what an earlier pull left), reporting the bytes downloaded."""
 
-    def __init__(self, target: Path, entry: HubFile, progress: Progress | None) -> None:
+    def __init__(self, target: Path, entry: HubFile, progress: PullProgress) -> None:
         super().__init__(target, "r+" if target.is_file() else "w")
-        self.seek(0, os.SEEK_END)
+        self.start = self.seek(0, os.SEEK_END)
         self.entry, self.progress = entry, progress
 
     def write(self, data: ReadableBuffer, /) -> int:
-        """Write a block and report how far the file is."""
+        """Write a block and report how far the download is."""
         written = super().write(data)
-        if self.progress is not None:
-            self.progress(self.entry.path, self.tell(), self.entry.size)
+        self.progress.advance(DOWNLOADING, self.entry.path, max(self.tell() - self.start, 0))
         return written or 0
 
 
-def _check(entry: HubFile, target: Path) -> tuple[str, str | None]:
+def _check(entry: HubFile, target: Path, progress: PullProgress, stage: str) -> tuple[str, str | None]:
     """The file's sha256, and what does not match the hub's sha256 (LFS) or git blob id (None: all matches)."""
     sha256 = hashlib.sha256()
     blob = hashlib.sha1(b"blob %d\0" % entry.size) if entry.sha256 is None else None
-    hash_file(target, *([sha256] if blob is None else [sha256, blob]))
+    hash_into(target, [sha256] if blob is None else [sha256, blob], lambda n: progress.advance(stage, entry.path, n))
     if entry.sha256 is not None and sha256.hexdigest() != entry.sha256:
         return sha256.hexdigest(), "sha256 does not match the hub's (LFS)"
     if blob is not None and blob.hexdigest() != entry.blob_id:
@@ -130,17 +136,22 @@ def _check(entry: HubFile, target: Path) -> tuple[str, str | None]:
     return sha256.hexdigest(), None
 
 
-def _verify(entry: HubFile, target: Path) -> str:
+def _verify(entry: HubFile, target: Path, progress: PullProgress) -> str:
     """The file's sha256, once it matches the hub's; else the file is refused."""
-    sha256, mismatch = _check(entry, target)
+    sha256, mismatch = _check(entry, target, progress, VERIFYING)
     if mismatch is not None:
         raise refused(entry, target, mismatch)
     return sha256
 
 
-def _matches(entry: HubFile, target: Path) -> bool:
-    """The file in place is the hub's."""
-    return _check(entry, target)[1] is None
+def _matcher(progress: PullProgress) -> Callable[[HubFile, Path], str | None]:
+    """The sha256 of a file in place when it is the hub's."""
+
+    def matches(entry: HubFile, target: Path) -> str | None:
+        sha256, mismatch = _check(entry, target, progress, CHECKING)
+        return sha256 if mismatch is None else None
+
+    return matches
 
 
 def _get(url: str, headers: dict[str, str], out: _StagingFile) -> None:
@@ -163,6 +174,7 @@ def _get(url: str, headers: dict[str, str], out: _StagingFile) -> None:
             ) as response:
                 hf_raise_for_status(response)
                 if start and response.status_code != 206:  # the Range was ignored: the whole file comes again
+                    out.progress.warn(f"{url}: the server ignored an HTTP Range request: {out.entry.path} starts again")
                     out.seek(0)
                     out.truncate()
                 for block in response.iter_bytes(chunk_size=constants.DOWNLOAD_CHUNK_SIZE):  # 10 MiB per write
@@ -179,7 +191,7 @@ def _get(url: str, headers: dict[str, str], out: _StagingFile) -> None:
             time.sleep(1)
 
 
-def _download(url: str, headers: dict[str, str], entry: HubFile, target: Path, progress: Progress | None) -> Fetched:
+def _download(url: str, headers: dict[str, str], entry: HubFile, target: Path, progress: PullProgress) -> Fetched:
     """Download (or resume from what the staging directory holds) one file, then verify it."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -195,17 +207,17 @@ def _download(url: str, headers: dict[str, str], entry: HubFile, target: Path, p
     size = target.stat().st_size
     if size != entry.size:
         raise interrupted(entry, size, "the hub sent a different size")
-    return Fetched(_verify(entry, target), size - have, have)
+    return Fetched(_verify(entry, target, progress), size - have, have)
 
 
 def pull_from_hub(
     repo_id: str,
-    models_dir: Path,
+    models_dir: str | Path,
     *,
     variant: str = "q4",
     revision: str | None = None,
     name: str | None = None,
-    progress: Progress | None = None,
+    progress: PullProgress = QUIET,
 ) -> PullResult:
     """Pull the files `variant` uses from a hub model repo into `models_dir/<name>` (default: the repo's name)."""
     _require_library()
@@ -226,5 +238,5 @@ def pull_from_hub(
         url = hf_hub_url(repo_id, entry.path, revision=commit)  # every file from the one commit listed
         return _download(url, headers, entry, target, progress)
 
-    result = install(models_dir, name or repo_id.split("/")[1], wanted, fetch, _matches)
+    result = install(models_dir, name or repo_id.split("/")[1], wanted, fetch, _matcher(progress), progress=progress)
     return dataclasses.replace(result, revision=commit)

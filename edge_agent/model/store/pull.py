@@ -1,19 +1,17 @@
-"""Pull a model from an HTTP(S) mirror or a local directory: disk check, resumable download into a staging
-directory, sha256 verification, then an atomic switch that keeps the replaced model as `<name>.previous`.
-`install` is that sequence for every source (the hub's too, in hub.py)."""
+"""What every pull shares (mirrors and directories in mirror.py, the hub in hub.py): the files of the model in place
+that are already right are kept (hard-linked into the staging directory), the others downloaded (resumed) into
+`.staging-<name>/` after a disk check and verified, then an atomic switch keeps the replaced model as
+`<name>.previous`."""
 
 from __future__ import annotations
 
 import hashlib
-import http.client
+import os
 import shutil
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from edge_agent.model.store.manifest import (
     MANIFEST_NAME,
@@ -21,90 +19,15 @@ from edge_agent.model.store.manifest import (
     Manifest,
     ManifestFile,
     ModelFilesError,
-    file_problem,
-    hash_file,
-    parse_manifest,
     read_manifest,
 )
+from edge_agent.model.store.progress import CHECKING, DOWNLOADING, QUIET, VERIFYING, PullProgress, hash_into
 
-CHUNK = 1 << 20
 DISK_MARGIN_BYTES = 64 << 20  # leave room for the spool and logs
-TIMEOUT_S = 30.0
-Progress = Callable[[str, int, int], None]  # file path, bytes done, bytes of the file
 
 
 class PullError(ModelFilesError):
     """The pull could not complete; the model in place (if any) is untouched."""
-
-
-class Source(Protocol):
-    """Where model files come from."""
-
-    def manifest(self) -> str:
-        """The manifest.json text."""
-        ...
-
-    def open(self, path: str, offset: int) -> tuple[BinaryIO, int]:
-        """A stream of the file from `offset` (or from 0 when resuming is impossible) and where it starts."""
-        ...
-
-
-class DirectorySource:
-    """A local directory, e.g. a USB stick holding an export with its manifest.json."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def manifest(self) -> str:
-        """manifest.json of the directory."""
-        path = self.root / MANIFEST_NAME
-        if not path.is_file():
-            raise PullError(f"{path}: missing; a source needs a manifest.json (edge-agent models manifest DIR)")
-        return path.read_text(encoding="utf-8")
-
-    def open(self, path: str, offset: int) -> tuple[BinaryIO, int]:
-        """The file, positioned at `offset`."""
-        handle = (self.root / path).open("rb")
-        handle.seek(offset)
-        return handle, offset
-
-
-class HttpSource:
-    """A plain HTTP(S) mirror: `<url>/manifest.json` and `<url>/<path>`; resumes with Range requests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url if url.endswith("/") else url + "/"
-
-    def _get(self, path: str, headers: dict[str, str]) -> urllib.response.addinfourl:
-        url = urllib.parse.urljoin(self.url, urllib.parse.quote(path))
-        request = urllib.request.Request(url, headers={"User-Agent": "edge-agent", **headers})
-        try:
-            response: urllib.response.addinfourl = urllib.request.urlopen(request, timeout=TIMEOUT_S)
-        except urllib.error.HTTPError as exc:
-            raise PullError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise PullError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-        return response
-
-    def manifest(self) -> str:
-        """The mirror's manifest.json."""
-        with self._get(MANIFEST_NAME, {}) as response:
-            return bytes(response.read()).decode("utf-8")
-
-    def open(self, path: str, offset: int) -> tuple[BinaryIO, int]:
-        """The file from `offset` when the server honours Range (206), else from the start."""
-        response = self._get(path, {"Range": f"bytes={offset}-"} if offset else {})
-        return response, (offset if offset and response.status == 206 else 0)  # type: ignore[return-value]
-
-
-def open_source(text: str) -> Source:
-    """http(s):// URL -> HttpSource, anything else -> a local directory."""
-    if text.startswith(("http://", "https://")):
-        return HttpSource(text)
-    root = Path(text).expanduser()
-    if not root.is_dir():
-        raise PullError(f"{root}: not a directory (give an http(s):// mirror URL or a directory)")
-    return DirectorySource(root)
 
 
 class Wanted(Protocol):
@@ -143,6 +66,7 @@ class PullResult:
     previous: Path | None
     revision: str | None = None  # the hub commit the files came from
     up_to_date: bool = False  # the model in place already held exactly these files: nothing was touched
+    kept_files: int = 0  # files of the model in place that were already right, kept instead of downloaded
 
 
 def _check_disk(staging: Path, files: Sequence[Wanted]) -> None:
@@ -157,14 +81,6 @@ def _check_disk(staging: Path, files: Sequence[Wanted]) -> None:
         )
 
 
-def _read(stream: BinaryIO, entry: ManifestFile, done: int) -> bytes:
-    """The next block; a dropped connection is an interruption that the next pull resumes from."""
-    try:
-        return stream.read(CHUNK)
-    except (OSError, http.client.HTTPException) as exc:
-        raise interrupted(entry, done, type(exc).__name__) from None
-
-
 def interrupted(entry: Wanted, done: int, why: str) -> PullError:
     """A download cut off: the partial file stays in the staging directory for the next pull to resume."""
     resume = "run the pull again to resume"
@@ -177,87 +93,67 @@ def refused(entry: Wanted, target: Path, mismatch: str) -> PullError:
     return PullError(f"{entry.path}: {mismatch}: refused (the model in place is kept)")
 
 
-def _fetch(source: Source, entry: ManifestFile, target: Path, progress: Progress | None) -> Fetched:
-    """Download (or resume) one file of a mirror or directory into `target` and verify it."""
-    have = target.stat().st_size if target.is_file() else 0
-    stream, start = source.open(entry.path, have) if have < entry.size else (None, have)
-    digest = hashlib.sha256()
-    if start:
-        hash_file(target, digest, limit=start)
-    downloaded = 0
-    if stream is not None:
-        with stream, target.open("r+b" if start else "wb") as out:
-            out.seek(start)
-            out.truncate()
-            done = start
-            while block := _read(stream, entry, done):
-                if done + len(block) > entry.size:
-                    raise PullError(f"{entry.path}: the source sends more than the {entry.size} bytes listed")
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                downloaded += len(block)
-                if progress is not None:
-                    progress(entry.path, done, entry.size)
-    size = target.stat().st_size
-    if size != entry.size:
-        raise PullError(f"{entry.path}: got {size} of {entry.size} bytes (interrupted; run the pull again to resume)")
-    if digest.hexdigest() != entry.sha256:
-        raise refused(entry, target, "sha256 does not match the manifest")
-    return Fetched(entry.sha256, downloaded, start)
+class _InPlace(Generic[W]):
+    """The model in place and what each of its files was found to be (each file is hashed once per pull)."""
+
+    def __init__(self, model_dir: Path, matches: Callable[[W, Path], str | None], progress: PullProgress) -> None:
+        self.dir, self.matches, self.progress = model_dir, matches, progress
+        self.found: dict[str, str | None] = {}
+        try:
+            self.manifest: dict[str, ManifestFile] | None = {e.path: e for e in read_manifest(model_dir).files}
+        except ModelFilesError:
+            self.manifest = None
+
+    def may_hold(self, entry: Wanted) -> bool:
+        """The file is there at its size, and the manifest in place does not list another sha256 for it."""
+        path = self.dir / entry.path
+        if not path.is_file() or path.stat().st_size != entry.size:
+            return False
+        recorded, wanted = (self.manifest or {}).get(entry.path), getattr(entry, "sha256", None)
+        return recorded is None or wanted is None or recorded.sha256 == wanted
+
+    def sha256(self, entry: W) -> str | None:
+        """The file's sha256 when it is the one wanted (read at most once), else None."""
+        if entry.path not in self.found:
+            self.found[entry.path] = self.matches(entry, self.dir / entry.path) if self.may_hold(entry) else None
+        return self.found[entry.path]
+
+    def holds(self, files: Sequence[W]) -> bool:
+        """The model in place lists exactly these files, and each one is there, of its size, and verifies."""
+        if self.manifest is None or set(self.manifest) != {entry.path for entry in files}:
+            return False
+        return all(self.sha256(entry) is not None for entry in files)
+
+    def keep(self, files: Sequence[W], staging: Path) -> dict[str, str]:
+        """Hard-link (or copy) into `staging` the files in place that are already right: path -> sha256."""
+        kept = {}
+        for entry in files:
+            if (sha256 := self.sha256(entry)) is None:
+                continue
+            target = staging / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(self.dir / entry.path, target)
+            except OSError:
+                shutil.copy2(self.dir / entry.path, target)
+            kept[entry.path] = sha256
+        return kept
 
 
-def sha256_matches(entry: ManifestFile, path: Path) -> bool:
-    """The file is the one listed: its size and sha256 match."""
-    return file_problem(path, entry) is None
+def sha256_matcher(progress: PullProgress = QUIET) -> Callable[[ManifestFile, Path], str | None]:
+    """A matcher for manifest entries: the file's sha256 when it equals the entry's, reported as CHECKING."""
+
+    def matches(entry: ManifestFile, path: Path) -> str | None:
+        digest = hashlib.sha256()
+        hash_into(path, [digest], lambda done: progress.advance(CHECKING, entry.path, done))
+        return entry.sha256 if digest.hexdigest() == entry.sha256 else None
+
+    return matches
 
 
-def _holds(model_dir: Path, files: Sequence[W], matches: Callable[[W, Path], bool]) -> bool:
-    """The model in place lists exactly these files, and each one is there, of its size, and verifies."""
-    try:
-        listed = {entry.path for entry in read_manifest(model_dir).files}
-    except ModelFilesError:
-        return False
-    if listed != {entry.path for entry in files}:
-        return False
-    return all(
-        (path := model_dir / entry.path).is_file() and path.stat().st_size == entry.size and matches(entry, path)
-        for entry in files
-    )
-
-
-def install(
-    models_dir: Path,
-    name: str,
-    files: Sequence[W],
-    fetch: Callable[[W, Path], Fetched],
-    matches: Callable[[W, Path], bool],
-) -> PullResult:
-    """Every source's pull: disk check, each file fetched and verified in `.staging-<name>/`, then the switch.
-
-    A model in place that already holds exactly these files (each verified with `matches`) is left alone.
-    """
-    if not name or "/" in name or name.startswith(".") or name.endswith(PREVIOUS_SUFFIX):
-        raise PullError(f"not a usable model name: {name!r}")
-    if (models_dir / name).is_dir() and _holds(models_dir / name, files, matches):
-        return PullResult(models_dir / name, 0, 0, None, up_to_date=True)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".staging-{name}"  # kept across runs: a later pull resumes from it
-    staging.mkdir(exist_ok=True)
-    _check_disk(staging, files)
-    entries, downloaded, resumed = [], 0, 0
-    for entry in files:
-        target = staging / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file() and target.stat().st_size > entry.size:
-            target.unlink()  # not a partial copy of this file: start again
-        got = fetch(entry, target)
-        entries.append(ManifestFile(entry.path, entry.size, got.sha256))
-        downloaded, resumed = downloaded + got.downloaded, resumed + got.resumed
-    listed = {entry.path for entry in files} | {MANIFEST_NAME}
-    for stale in [p for p in staging.rglob("*") if p.is_file() and str(p.relative_to(staging)) not in listed]:
-        stale.unlink()  # left by an earlier pull of other files under this name
-    (staging / MANIFEST_NAME).write_text(Manifest(name, tuple(entries)).to_json(), encoding="utf-8")
+def _switch(models_dir: Path, name: str, staging: Path) -> tuple[Path, Path | None]:
+    """Staging becomes the model; the model it replaces is kept as `<name>.previous`."""
     final, previous = models_dir / name, models_dir / (name + PREVIOUS_SUFFIX)
     kept_previous = None
     if final.exists():
@@ -266,14 +162,58 @@ def install(
         final.rename(previous)
         kept_previous = previous
     staging.rename(final)
-    return PullResult(final, downloaded, resumed, kept_previous)
+    return final, kept_previous
 
 
-def pull(source: Source, models_dir: Path, name: str | None = None, progress: Progress | None = None) -> PullResult:
-    """Pull every file of the source's manifest into `models_dir/<name>`, verified, switched atomically."""
-    manifest = parse_manifest(source.manifest(), "the source's manifest.json")
+def _staged(staging: Path, entry: Wanted) -> int:
+    """Bytes of `entry` an earlier pull left in staging (a file longer than listed is not a part of it)."""
+    target = staging / entry.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_file() and target.stat().st_size > entry.size:
+        target.unlink()  # not a partial copy of this file: start again
+    return target.stat().st_size if target.is_file() else 0
 
-    def fetch(entry: ManifestFile, target: Path) -> Fetched:
-        return _fetch(source, entry, target, progress)
 
-    return install(models_dir, name or manifest.name, manifest.files, fetch, sha256_matches)
+def install(
+    models_dir: str | Path,
+    name: str,
+    files: Sequence[W],
+    fetch: Callable[[W, Path], Fetched],
+    matches: Callable[[W, Path], str | None],
+    *,
+    progress: PullProgress = QUIET,
+) -> PullResult:
+    """Every source's pull: the files in place that match are kept, the others fetched and verified (`fetch`) in
+    `.staging-<name>/` after a disk check, then the switch. `matches` gives a file's sha256 when it is the one
+    wanted. A model in place that already holds exactly these files is left alone ("up to date")."""
+    models_dir = Path(models_dir)
+    if not name or "/" in name or name.startswith(".") or name.endswith(PREVIOUS_SUFFIX):
+        raise PullError(f"not a usable model name: {name!r}")
+    in_place = _InPlace(models_dir / name, matches, progress)
+    progress.stage(CHECKING, sum(entry.size for entry in files if in_place.may_hold(entry)))
+    if in_place.manifest is not None and in_place.holds(files):
+        progress.close()
+        return PullResult(models_dir / name, 0, 0, None, up_to_date=True)
+    staging = models_dir / f".staging-{name}"  # kept across runs: a later pull resumes from it
+    staging.mkdir(parents=True, exist_ok=True)
+    kept = in_place.keep(files, staging)
+    _check_disk(staging, files)
+    to_fetch = [entry for entry in files if entry.path not in kept]
+    progress.stage(DOWNLOADING, sum(entry.size - _staged(staging, entry) for entry in to_fetch))
+    progress.stage(VERIFYING, sum(entry.size for entry in to_fetch))
+    entries, downloaded, resumed = [], 0, 0
+    for entry in files:
+        if entry.path in kept:
+            entries.append(ManifestFile(entry.path, entry.size, kept[entry.path]))
+            continue
+        _staged(staging, entry)
+        got = fetch(entry, staging / entry.path)
+        entries.append(ManifestFile(entry.path, entry.size, got.sha256))
+        downloaded, resumed = downloaded + got.downloaded, resumed + got.resumed
+    progress.close()
+    listed = {entry.path for entry in files} | {MANIFEST_NAME}
+    for stale in [p for p in staging.rglob("*") if p.is_file() and str(p.relative_to(staging)) not in listed]:
+        stale.unlink()  # left by an earlier pull of other files under this name
+    (staging / MANIFEST_NAME).write_text(Manifest(name, tuple(entries)).to_json(), encoding="utf-8")
+    final, previous = _switch(models_dir, name, staging)
+    return PullResult(final, downloaded, resumed, previous, kept_files=len(kept))
