@@ -9,10 +9,13 @@ DEMO_SECONDS ?= 60
 
 .PHONY: demo test lint typecheck pytest test-py310 test-arm64 docs clean check-wheels fixtures
 
+# The distribution is `edge-agent-node` (PyPI's `edge-agent` is another project): a .venv made before
+# the rename loses its old copy first.
 $(VENV)/.runtime: pyproject.toml
 	bash deploy/os-deps.sh runtime
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip uninstall --quiet --yes edge-agent 2>/dev/null || true
 	$(BIN)/pip install --quiet -e .
 	touch $@
 

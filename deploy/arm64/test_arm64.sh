@@ -102,7 +102,7 @@ fi
 mkdir -p "$work/src" "$work/dist"
 tar -C "$repo" --exclude=__pycache__ -cf - pyproject.toml README.md edge_agent | tar -C "$work/src" -xf -
 timed "host: build the project wheel" "$venv/bin/pip" wheel --quiet --no-deps -w "$work/dist" "$work/src"
-wheel=$(basename "$(ls "$work"/dist/edge_agent-*.whl)")
+wheel=$(basename "$(ls "$work"/dist/edge_agent_node-*.whl)")
 say "built $wheel"
 
 # The same commands on both sides: greedy, fixed prompt, end-of-turn ignored so all tokens are compared, with

@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from edge_agent import __version__
 from edge_agent.agent.core import Agent
 from edge_agent.agent.tool_host import LinkToolHost
 from edge_agent.app.capture import Capture
 from edge_agent.config import Config
-from edge_agent.health.admission import fallback_location
+from edge_agent.health.admission import fallback_location, swap_back_mb
 from edge_agent.health.degrade import DegradationLadder, DegradationState, Limits, Reading
 from edge_agent.health.probes import Probes
 from edge_agent.health.report import read_health
@@ -35,12 +36,20 @@ def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:
 class Node:
     """What the node tells the world: state, health and results, over its MQTT link."""
 
-    def __init__(self, config: Config, link: MqttLink, capture: Capture, probes: Probes | None = None) -> None:
-        self.config, self.link, self.capture = config, link, capture
+    def __init__(
+        self,
+        config: Config,
+        link: MqttLink,
+        capture: Capture,
+        probes: Probes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config, self.link, self.capture, self.clock = config, link, capture, clock
         self.started = time.time()
         self.model_settled = asyncio.Event()
         self.probes = probes or Probes()
         self._swap_tried: bool | None = None
+        self._last_reading = Reading(None)
         self.ladder = DegradationLadder(
             config.health,
             Limits.from_model_config(config.model),
@@ -51,8 +60,10 @@ class Node:
         self.agent = Agent(
             config, make_toolbox(config, link, capture), link, capture.latest_frame, lambda: self.degradation
         )
-        self.agent.on_model_change = self.publish_state
+        self.agent.on_model_change = self.model_changed
+        self.agent.memory = self.probes.memory  # admission reads the ladder's memory view
         capture.on_motion = self.agent.on_motion
+        capture.on_microphone_status = self.publish_state
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
@@ -68,6 +79,9 @@ class Node:
             "queue": {"depth": self.agent.scheduler.depth, "busy": self.agent.scheduler.current is not None},
             "degradation": self.degradation.to_json(),
             "cameras": {name: camera.status.state for name, camera in self.capture.cameras.items()},
+            "camera_errors": self.capture.camera_errors(),
+            "microphone": self.capture.microphone_status(),
+            "tasks": self.agent.watch.problems(),
             "spool": self.link.spool.state(),
         }
 
@@ -93,6 +107,25 @@ class Node:
         await asyncio.wait({job.future})
         self.model_settled.set()
 
+    def model_changed(self) -> None:
+        """A model (re)load settled: the ladder learns what swapping the primary back would take, then `state`."""
+        model = self.agent.model
+        if model is not None and model.admission.fallback is not None:
+            self.ladder.swap_back_mb = swap_back_mb(model.admission)
+        self.publish_state()
+
+    def apply_health(self, config: Config) -> None:
+        """SIGHUP: the ladder takes the new health thresholds, model limits and fallback; the level stays."""
+        self.degradation = self.ladder.reconfigure(
+            config.health, Limits.from_model_config(config.model), fallback_location(config.model) is not None
+        )
+        self._swap_tried = None  # a swap that failed under the old settings may work under the new ones
+        log.info(
+            "reload: degradation ladder at level %d %s under the new limits",
+            self.degradation.level,
+            self.degradation.name,
+        )
+
     def publish_state(self) -> None:
         """Publish the retained `state`."""
         self.link.publish_state("state", json.dumps(self.state()))
@@ -117,7 +150,9 @@ class Node:
 
     def degrade(self, reading: Reading) -> None:
         """Move along the degradation ladder; a change is logged and published in `state`."""
-        self.degradation = self.ladder.update(reading, time.monotonic())
+        self._measure_swap(reading)
+        self._last_reading = reading
+        self.degradation = self.ladder.update(reading, self.clock())
         if self.degradation.changed:
             log.warning(
                 "degradation: level %d %s (%s)", self.degradation.level, self.degradation.name, self.degradation.reason
@@ -137,20 +172,32 @@ class Node:
         if self._swap_tried == want:  # tried and it did not load: do not reload on every health tick
             return
         self._swap_tried = want
+        self.ladder.swap_requested(want, self._last_reading)
         which = "the fallback model" if want else "the primary model"
         choices = [(self.config.model, self.config.health, want), (self.config.model, self.config.health, not want)]
         agent.schedule_model_load(choices, f"degradation level {int(self.degradation.level)}: loading {which}")
 
+    def _measure_swap(self, reading: Reading) -> None:
+        """After a swap of the ladder's settles, tell the ladder what it freed or took (the first reading after)."""
+        want, model = self.ladder.swapping, self.agent.model
+        if want is not None and not self.agent.model_pending:
+            self.ladder.swap_settled(reading, happened=model is not None and model.fallback == want)
+
     async def report_health(self) -> None:
         """Publish the retained `health` JSON every health.interval_s, and walk the degradation ladder."""
         while True:
-            report, reading = await asyncio.to_thread(read_health, self.probes)
-            self.degrade(reading)
-            report.update(self.link.spool.health())
-            report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
-            report["agent"] = self.agent.stats()
-            if self.metrics is not None:
-                cameras = {name: camera.status.state for name, camera in self.capture.cameras.items()}
-                self.metrics.update(report, int(self.degradation.level), cameras)
-            self.link.publish_state("health", json.dumps(report))
+            await self.health_tick()
             await asyncio.sleep(self.config.health.interval_s)
+
+    async def health_tick(self) -> dict[str, object]:
+        """One reading of the probes: a step of the ladder (and a model swap if it says so), then `health`."""
+        report, reading = await asyncio.to_thread(read_health, self.probes)
+        self.degrade(reading)
+        report.update(self.link.spool.health())
+        report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
+        report["agent"] = self.agent.stats()
+        if self.metrics is not None:
+            cameras = {name: camera.status.state for name, camera in self.capture.cameras.items()}
+            self.metrics.update(report, int(self.degradation.level), cameras)
+        self.link.publish_state("health", json.dumps(report))
+        return report

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import queue
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import soxr
 
 from edge_agent.config import CameraConfig, MicrophoneConfig
-from edge_agent.messages import AudioChunk
-from edge_agent.sources.audio import RATE, SoundDeviceMicrophone
+from edge_agent.sources.audio import RATE, find_input_device, import_sounddevice
 from edge_agent.sources.discovery import (
     UdevRule,
     all_udev_rules,
@@ -25,6 +26,8 @@ from edge_agent.sources.discovery import (
     sound_udev_rule,
 )
 from edge_agent.sources.frame_sources import SourceError, open_frame_source
+
+NO_AUDIO_S = 3.0  # --record gives up when the device delivers nothing for this long
 
 
 def _listing() -> dict[str, Any]:
@@ -72,27 +75,69 @@ def grab_frame(source: str, out: Path, timeout_s: float = 15.0) -> tuple[int, in
 
 
 def record(device: str | None, seconds: float, out: Path, sample_rate: int) -> int:
-    """Record `seconds` of 16 kHz mono from an input device into a WAV file; returns the sample count."""
+    """Record `seconds` of 16 kHz mono from an input device into a WAV file; returns the sample count.
+
+    One attempt, no retries: a missing device, one that cannot be opened at `sample_rate`, or one that
+    delivers no audio for NO_AUDIO_S raises SourceError naming the device, and leaves no file behind."""
     wanted: str | int | None = int(device) if device and device.isdigit() else device
-    mic = SoundDeviceMicrophone(MicrophoneConfig(device=wanted, sample_rate=sample_rate))
-    chunks: list[np.ndarray] = []
-    stop = threading.Event()
+    config = MicrophoneConfig(device=wanted, sample_rate=sample_rate)
+    sd = import_sounddevice()
+    index = find_input_device(sd, config.device)  # SourceError listing the inputs there are
+    try:
+        info = sd.query_devices(index, kind="input") if index is not None else sd.query_devices(kind="input")
+    except sd.PortAudioError as exc:
+        what = f"input device {index}" if index is not None else "no default audio input"
+        raise SourceError(f"{what} ({exc}); `edge-agent devices` lists the audio inputs") from None
+    name = f"{info['name']!r}"
+    blocks: queue.Queue[np.ndarray] = queue.Queue()
+    wanted_frames = round(seconds * sample_rate)
+    collected: list[np.ndarray] = []
+    frames = 0
 
-    def keep(chunk: AudioChunk) -> None:
-        chunks.append(chunk.samples)
-        if len(chunks) * len(chunk.samples) >= seconds * RATE:
-            stop.set()
+    def callback(indata: np.ndarray, _frames: int, _time: Any, _status: Any) -> None:
+        blocks.put(indata.copy())
 
-    timer = threading.Timer(seconds + 10, stop.set)
-    timer.daemon = True
-    timer.start()
-    mic.run(keep, stop)
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    try:
+        with sd.InputStream(
+            device=info["index"],
+            samplerate=sample_rate,
+            channels=config.channels,
+            dtype="int16",
+            blocksize=256,
+            callback=callback,
+        ):
+            while frames < wanted_frames:
+                try:
+                    block = blocks.get(timeout=NO_AUDIO_S)
+                except queue.Empty:
+                    raise SourceError(f"{name}: no audio for {NO_AUDIO_S:g} s (device gone or in use?)") from None
+                collected.append(block)
+                frames += len(block)
+    except sd.PortAudioError as exc:
+        raise SourceError(
+            f"{name}: cannot record {sample_rate} Hz x {config.channels} ch ({exc}); try --rate 16000 or 44100"
+        ) from None
+    samples = _to_16k_mono(collected, sample_rate)[: round(seconds * RATE)]
+    if len(samples) == 0:
+        raise SourceError(f"{name}: delivered no audio")
     import soundfile  # type: ignore[import-untyped]  # here: libsndfile is only needed to record
 
     pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype(np.int16)
-    soundfile.write(str(out), pcm, RATE, subtype="PCM_16", format="WAV")
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        soundfile.write(str(partial), pcm, RATE, subtype="PCM_16", format="WAV")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return len(samples)
+
+
+def _to_16k_mono(blocks: list[np.ndarray], rate: int) -> np.ndarray:
+    """int16 blocks (frames x channels) as one 16 kHz mono float array in [-1, 1]."""
+    if not blocks:
+        return np.zeros(0, np.float32)
+    mono = np.concatenate(blocks).astype(np.float32).mean(axis=1) / 32768.0
+    return mono if rate == RATE else np.asarray(soxr.resample(mono, rate, RATE), np.float32)
 
 
 def udev_rules(device: str | None, name: str | None = None, sys_root: Path = Path("/sys")) -> list[UdevRule]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
-from edge_agent.config import CameraConfig, Config
+from edge_agent.config import CameraConfig, Config, HealthConfig
 from edge_agent.doctor.check import Check, Verdict, fail, ok, warn
 from edge_agent.health.probes import Probes
 
-__all__ = ["Check", "Verdict", "fail", "ok", "run_checks", "warn"]
+__all__ = ["Check", "Verdict", "fail", "ok", "run_checks", "run_machine_checks", "warn"]
+
+# Where a node installed by deploy/install.sh or the Ansible role keeps its state and models.
+STATE_DIR = Path("/var/lib/edge-agent")
 
 
 def _guarded(name: str, check: Callable[[], list[Check]]) -> Callable[[], list[Check]]:
@@ -41,6 +45,7 @@ def run_checks(
         check_throttling,
     )
     from edge_agent.doctor.spool import check_spool
+    from edge_agent.doctor.tasks import check_tasks
     from edge_agent.sinks.mqtt import default_spool_path
 
     probes = probes or Probes()
@@ -57,6 +62,7 @@ def run_checks(
         ("python", lambda: [check_python()]),
         ("onnxruntime", lambda: [check_onnxruntime(config.model)]),
         ("model", model_and_memory),
+        ("tasks", lambda: [check_tasks(config)]),
         ("temperature", lambda: [check_temperature(probes, config.health), check_throttling(probes)]),
         *[(f"camera {camera.name}", camera_check(camera)) for camera in config.cameras],
         *([] if config.cameras else [("cameras", lambda: [ok("cameras", "none configured")])]),
@@ -67,6 +73,40 @@ def run_checks(
         ("disk", lambda: [check_disk("disk model", config.model.path, probes)]),
         ("clock", lambda: [check_clock()]),
     ]
+    return _run_plan(plan)
+
+
+def _run_plan(plan: list[tuple[str, Callable[[], list[Check]]]]) -> list[Check]:
     with ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="doctor") as pool:
         futures: list[Future[list[Check]]] = [pool.submit(_guarded(name, check)) for name, check in plan]
         return [line for future in futures for line in future.result()]
+
+
+def run_machine_checks(probes: Probes | None = None, state_dir: Path = STATE_DIR) -> list[Check]:
+    """The checks that need no config (a node not configured yet): Python, onnxruntime and its providers,
+    memory, heat, the cameras and audio inputs present, disk space where models go, and the clock."""
+    from edge_agent.doctor.inputs import check_audio_inputs, check_video_devices
+    from edge_agent.doctor.node import (
+        check_clock,
+        check_disk,
+        check_machine_memory,
+        check_onnxruntime,
+        check_python,
+        check_temperature,
+        check_throttling,
+    )
+
+    probes = probes or Probes()
+    health = HealthConfig()  # the default thresholds
+    disk_path = state_dir if state_dir.exists() else Path("/")
+    plan: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("python", lambda: [check_python()]),
+        ("onnxruntime", lambda: [check_onnxruntime(None)]),
+        ("memory", lambda: [check_machine_memory(probes, health)]),
+        ("temperature", lambda: [check_temperature(probes, health), check_throttling(probes)]),
+        ("cameras", check_video_devices),
+        ("audio inputs", check_audio_inputs),
+        ("disk", lambda: [check_disk("disk", disk_path, probes)]),
+        ("clock", lambda: [check_clock()]),
+    ]
+    return _run_plan(plan)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from edge_agent.config import CameraConfig, MicrophoneConfig
-from edge_agent.doctor.check import Check, fail, ok
+from edge_agent.doctor.check import Check, fail, ok, warn
 from edge_agent.sources.discovery import list_video_nodes
 from edge_agent.sources.frame_sources import SourceError, open_frame_source
 
@@ -108,3 +108,43 @@ def check_microphone(microphone: MicrophoneConfig | None) -> Check:
             f"{described}: does not take {microphone.sample_rate} Hz x {microphone.channels} ch ({exc})",
         )
     return ok("microphone", described)
+
+
+def check_video_devices(sys_root: Path = Path("/sys/class/video4linux"), dev_root: Path = Path("/dev")) -> list[Check]:
+    """A node without a config: every V4L2 device (/dev/video*) and whether this user may open it."""
+    nodes = {node.device: node.name for node in list_video_nodes(sys_root, dev_root, with_formats=False)}
+    for path in sorted(dev_root.glob("video*")):  # nodes sysfs does not list (a container's /dev)
+        nodes.setdefault(str(path), "?")
+    if not nodes:
+        return [
+            warn(
+                "cameras",
+                f"no V4L2 device ({dev_root}/video*): plug in a USB camera, or use a network (rtsp://, http://) "
+                "or exec: source (a CSI camera on a Pi: 'exec:rpicam-vid -t 0 --codec mjpeg -o -')",
+            )
+        ]
+    listed = ", ".join(f"{device} ({name})" for device, name in nodes.items())
+    closed = [device for device in nodes if not os.access(device, os.R_OK | os.W_OK)]
+    if closed:
+        return [
+            warn(
+                "cameras",
+                f"{listed}; this user cannot open {', '.join(closed)} (the service user is in group video; "
+                "for yourself: sudo usermod -aG video $USER, then log in again)",
+            )
+        ]
+    return [ok("cameras", f"{listed}; see `edge-agent devices` for their formats")]
+
+
+def check_audio_inputs() -> list[Check]:
+    """A node without a config: the audio inputs PortAudio sees."""
+    from edge_agent.sources.discovery import list_audio_inputs
+
+    try:
+        inputs = list_audio_inputs()
+    except SourceError as exc:
+        return [fail("audio inputs", str(exc))]
+    if not inputs:
+        return [warn("audio inputs", "no audio input found (no microphone, or this user is not in group audio)")]
+    listed = ", ".join(f"[{dev['index']}] {dev['name']} ({dev['channels']} ch)" for dev in inputs)
+    return [ok("audio inputs", listed)]

@@ -41,8 +41,8 @@ def check_python(version: tuple[int, int, int] | None = None) -> Check:
     return ok("python", f"{text} ({sys.executable})")
 
 
-def check_onnxruntime(model: ModelConfig) -> Check:
-    """onnxruntime imports, is new enough and has the configured execution providers."""
+def check_onnxruntime(model: ModelConfig | None) -> Check:
+    """onnxruntime imports, is new enough and has the configured execution providers (any, without a config)."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -52,10 +52,11 @@ def check_onnxruntime(model: ModelConfig) -> Check:
     version = str(ort.__version__)
     available = list(ort.get_available_providers())
     try:
-        chosen = choose_providers(model.providers, available)
+        chosen = choose_providers(model.providers if model is not None else [], available)
     except EngineError as exc:
         return fail("onnxruntime", f"{version}: {exc}")
-    detail = f"{version}; providers: {', '.join(available)}; using {', '.join(chosen)}"
+    using = "using" if model is not None else "would use"
+    detail = f"{version}; providers: {', '.join(available)}; {using} {', '.join(chosen)}"
     if _version_tuple(version) < MIN_ONNXRUNTIME:
         return warn("onnxruntime", f"{detail}; older than {'.'.join(map(str, MIN_ONNXRUNTIME))}, which is tested")
     return ok("onnxruntime", detail)
@@ -104,6 +105,17 @@ def check_memory(files: ModelFiles | None, probes: Probes, model: ModelConfig, h
     if memory.available_mb - need < health.memory_low_mb:
         return warn("memory", f"{detail}: less than health.memory_low_mb ({health.memory_low_mb} MB) would be left")
     return ok("memory", detail)
+
+
+def check_machine_memory(probes: Probes, health: HealthConfig) -> Check:
+    """Memory of a node without a config: what is there (a model's needs are checked once one is configured)."""
+    memory = probes.memory()
+    if memory is None:
+        return warn("memory", "cannot read /proc/meminfo")
+    detail = f"{_mb(memory.available_mb)} available of {_mb(memory.total_mb)}"
+    if memory.available_mb < health.memory_low_mb:
+        return warn("memory", f"{detail}: less than health.memory_low_mb ({health.memory_low_mb} MB)")
+    return ok("memory", f"{detail}; the model's needs are checked once a config names it")
 
 
 def check_temperature(probes: Probes, health: HealthConfig) -> Check:

@@ -104,7 +104,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheel_dir), str(REPO)],
         check=True,
     )
-    (wheel,) = wheel_dir.glob("edge_agent-*.whl")
+    (wheel,) = wheel_dir.glob("edge_agent_node-*.whl")
     server = SshServer(tmp / "sshd", binary=sshd)
     server.start()
     try:
@@ -211,6 +211,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
                 *command[:-1],
                 "-e", json.dumps({"edge_agent_package_src": str(other), "edge_agent_health_gate": "doctor",
                                   "edge_agent_model_source": str(OTHER_MODEL),
+                                  "edge_agent_tasks": [],  # OTHER_MODEL cannot see: a watch task fails check-config
                                   "edge_agent_health_gate_enabled": True}),
                 command[-1],
             ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from rig.broker import Mosquitto, free_port
 from edge_agent.commands.doctor import exit_code, render_table
 from edge_agent.config import HealthConfig
 from edge_agent.doctor import Check
+from edge_agent.doctor.inputs import check_video_devices
 from edge_agent.doctor.node import check_clock, check_temperature, check_throttling
 from edge_agent.health.probes import Probes
 
@@ -122,8 +124,50 @@ def test_broker_credentials_are_checked_and_the_refusal_reason_shown(
 def test_an_invalid_config_is_reported_with_exit_code_2(write_config: Callable[..., Path]) -> None:
     config = write_config(f"model: {{path: {TINY_MODEL}}}\nmqtt: {{prot: 1883}}\n")
     done = doctor(config, "--json")
-    assert done.returncode == 2 and done.stdout == ""
-    assert "mqtt.prot: unknown key" in done.stderr
+    assert done.returncode == 2 and "mqtt.prot: unknown key" in done.stderr
+    (line,) = json.loads(done.stdout)  # --json: one JSON document, on errors too
+    assert line["name"] == "config" and line["verdict"] == "fail" and "mqtt.prot: unknown key" in line["detail"]
+    table = doctor(config)
+    assert table.returncode == 2 and table.stdout == "" and "mqtt.prot: unknown key" in table.stderr
+
+
+MACHINE_CHECKS = ["python", "onnxruntime", "memory", "temperature", "throttling", "cameras", "audio inputs", "disk"]
+
+
+def test_without_a_config_the_machine_is_still_checked(tmp_path: Path) -> None:
+    missing = tmp_path / "etc" / "config.yaml"
+    env = {**os.environ, "EDGE_AGENT_CONFIG": str(missing), "HOME": str(tmp_path)}  # HOME: no ~/.asoundrc
+    done = subprocess.run([*DOCTOR, "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    lines = json.loads(done.stdout)
+    assert [line["name"] for line in lines] == ["config", *MACHINE_CHECKS, "clock"]
+    config = lines[0]
+    assert config["verdict"] == "fail"
+    assert f"no config found at {missing} (named by $EDGE_AGENT_CONFIG)" in config["detail"]
+    assert "edge-agent init" in config["detail"] and "deploy/install.sh" in config["detail"]
+    checks = by_name(done)
+    assert checks["python"]["verdict"] == "ok" and "would use CPUExecutionProvider" in checks["onnxruntime"]["detail"]
+    assert " MB available of " in checks["memory"]["detail"]
+
+    del env["EDGE_AGENT_CONFIG"]
+    table = subprocess.run([*DOCTOR, "-c", str(missing)], capture_output=True, text=True, timeout=120, env=env)
+    assert table.returncode == 1
+    rows = table.stdout.splitlines()
+    assert rows[0].split() == ["CHECK", "VERDICT", "DETAIL"]
+    assert rows[1].startswith("config") and f"no config found at {missing} (named by -c)" in rows[1]
+    assert rows[-1].startswith("1 failed")  # the config: the machine itself has nothing that fails here
+
+
+def test_video_devices_of_a_node_without_a_config(tmp_path: Path) -> None:
+    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+    dev_root.mkdir()
+    (none,) = check_video_devices(sys_root, dev_root)
+    assert none.verdict == "warn" and "no V4L2 device" in none.detail and "rpicam-vid" in none.detail
+    (sys_root / "video0").mkdir(parents=True)
+    (sys_root / "video0" / "name").write_text("USB Camera\n")
+    (dev_root / "video0").touch(mode=0o660)
+    (found,) = check_video_devices(sys_root, dev_root)
+    assert found.verdict == "ok" and f"{dev_root / 'video0'} (USB Camera)" in found.detail
 
 
 def test_a_corrupted_model_file_fails_by_name(write_config: Callable[..., Path], tmp_path: Path) -> None:
