@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edge_agent.config.model import ModelConfig
@@ -32,7 +33,10 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
     """The engine options a node would use for this model (its config defaults), with --threads."""
     exact = {"int8_activations": False, "quantize_head": "keep"} if args.file_numerics else {}
     model = ModelConfig(path=args.model, variant=args.variant, intra_op_threads=args.threads, **exact)
-    return EngineOptions.from_config(model)
+    options = EngineOptions.from_config(model)
+    if args.file_numerics:  # the fused kernels round differently from the exported chains
+        options = replace(options, rewrites=replace(options.rewrites, fused_ops=False))
+    return options
 
 
 def sampling_from_args(args: argparse.Namespace, defaults: dict[str, object]) -> SamplingParams:

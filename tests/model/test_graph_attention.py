@@ -12,6 +12,7 @@ import pytest
 from edge_agent.model.runtime.context import Conversation, PrefixCache
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
+from edge_agent.model.runtime.graph_fusion import fuse_elementwise
 from edge_agent.model.runtime.graph_rewrite import Rewrites, load_proto
 from edge_agent.model.runtime.kv_cache import REWIND_MARGIN
 from edge_agent.model.store.files import locate_model
@@ -21,8 +22,8 @@ CASES = [(name, variant) for name in ("tiny-gemma4", "tiny-gemma4-b") for varian
 AS_EXPORTED = Rewrites(grouped_attention=False)
 
 
-def engine(name: str, variant: str, rewrites: Rewrites) -> TextEngine:
-    options = EngineOptions(intra_op_threads=1, rewrites=rewrites, graph_cache=None)
+def engine(name: str, variant: str, rewrites: Rewrites, prefill_chunk: int = 512) -> TextEngine:
+    options = EngineOptions(intra_op_threads=1, rewrites=rewrites, graph_cache=None, prefill_chunk=prefill_chunk)
     return TextEngine(locate_model(MODELS / name, variant), options, encoders=())
 
 
@@ -94,3 +95,36 @@ def test_without_the_rewrite_nothing_is_trimmed(caplog: pytest.LogCaptureFixture
     for token in range(30):
         _, cache = model.forward([token + 5], cache)
     assert all(tensor.shape[2] == cache.length for tensor in cache.tensors.values())
+
+
+@pytest.mark.parametrize(("name", "variant"), CASES)
+def test_a_prompt_prefilled_in_chunks_gives_the_whole_prompt_logits(name: str, variant: str) -> None:
+    """A long prompt fed 7 positions at a time: the same last logits and the same cache as in one run."""
+    whole, chunked = engine(name, variant, Rewrites(), prefill_chunk=0), engine(name, variant, Rewrites(), 7)
+    prompt = [(5 * i + 1) % 200 + 5 for i in range(40)]
+    logits, cache = whole.forward(prompt)
+    chunked.positions_run = 0
+    chunk_logits, chunk_cache = chunked.forward(prompt)
+    assert chunked.positions_run == len(prompt) and chunk_cache.length == cache.length
+    np.testing.assert_allclose(chunk_logits, logits, atol=2e-4, rtol=1e-4)
+    for name_, tensor in cache.tensors.items():
+        np.testing.assert_allclose(chunk_cache.tensors[name_], tensor, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "variant"), CASES)
+def test_fused_norms_and_gelus_keep_the_greedy_ids(name: str, variant: str) -> None:
+    """Every RMSNorm and tanh GELU fused: the ids of the exported chains over 30 steps, logits within 1e-3."""
+    model = load_proto(str(MODELS / name / "onnx" / f"decoder_model_merged{'_q4' if variant == 'q4' else ''}.onnx"))
+    reduces = sum(node.op_type == "ReduceMean" for node in model.graph.node)
+    tanhs = sum(node.op_type == "Tanh" for node in model.graph.node)
+    norms, gelus = fuse_elementwise(model)
+    assert norms == reduces and gelus == tanhs - 1  # the one Tanh left is the final logit softcapping
+    exported, fused = engine(name, variant, Rewrites(fused_ops=False)), engine(name, variant, Rewrites())
+    logits, cache = exported.forward(list(range(5, 45)))
+    fused_logits, fused_cache = fused.forward(list(range(5, 45)))
+    for _ in range(30):
+        np.testing.assert_allclose(fused_logits, logits, atol=1e-3)
+        token = int(np.argmax(logits))
+        assert int(np.argmax(fused_logits)) == token
+        logits, cache = exported.forward([token], cache)
+        fused_logits, fused_cache = fused.forward([token], fused_cache)

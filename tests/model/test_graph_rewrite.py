@@ -126,7 +126,9 @@ def native_copy(tmp_path: Path, name: str = "tiny-gemma4") -> Path:
 def test_a_decoder_with_the_input_is_fed_one(tmp_path: Path) -> None:
     root = native_copy(tmp_path)
     files = locate_model(root, "q4")
-    assert prepare_graph(files.decoder, Rewrites(grouped_attention=False), [tmp_path / "cache"]) is None  # nothing left
+    assert (
+        prepare_graph(files.decoder, Rewrites(grouped_attention=False, fused_ops=False), [tmp_path / "cache"]) is None
+    )
     loaded = TextEngine(files, EngineOptions(intra_op_threads=1, graph_cache=tmp_path / "cache"), encoders=())
     spy = Spy(loaded._decoder)
     loaded._decoder = spy
@@ -175,7 +177,9 @@ def test_auto_head_is_int8_only_in_an_int4_decoder() -> None:
         None,
     )
     files = locate_model(MODELS / "tiny-gemma4", "q4")
-    rewritten = prepare_graph(files.decoder, Rewrites(logits_to_keep=False, head="auto", grouped_attention=False))
+    rewritten = prepare_graph(
+        files.decoder, Rewrites(logits_to_keep=False, head="auto", grouped_attention=False, fused_ops=False)
+    )
     assert rewritten is None  # the q4 head is INT4 already: nothing to do
 
 

@@ -50,6 +50,7 @@ class EngineOptions:
     inter_op_threads: int | None = None
     rewrites: Rewrites = field(default_factory=Rewrites)
     graph_cache: Path | None = None  # rewritten decoder graphs are cached here (else under the model); None: in memory
+    prefill_chunk: int = 512  # a longer prompt is prefilled in pieces this long (bounds the attention scores' memory)
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> EngineOptions:
@@ -148,6 +149,7 @@ class TextEngine:
     ) -> None:
         options = options or EngineOptions()
         self.files = files
+        self.prefill_chunk = options.prefill_chunk
         self.providers = choose_providers(options.providers, ort.get_available_providers())
         self._embed = open_session(files.embed_tokens.onnx, options, self.providers)
         cache_dirs = (options.graph_cache, files.root / ".cache" / "graphs") if options.graph_cache else ()
@@ -223,7 +225,23 @@ class TextEngine:
     def decode(
         self, inputs_embeds: np.ndarray, per_layer_inputs: np.ndarray, cache: KVCache
     ) -> tuple[np.ndarray, KVCache]:
-        """Run the decoder over new positions; returns the last position's logits and the grown cache."""
+        """Run the decoder over new positions (a long prompt in chunks); returns the last position's logits and the
+        grown cache."""
+        steps = inputs_embeds.shape[1]
+        if steps == 0:
+            raise EngineError("no positions to decode")
+        chunk = self.prefill_chunk if self.prefill_chunk > 0 else steps
+        for start in range(0, steps, chunk):
+            logits, cache = self._run(
+                inputs_embeds[:, start : start + chunk], per_layer_inputs[:, start : start + chunk], cache
+            )
+        # trimmed on decode steps only: a prompt's cache stays whole, so any of its prefixes can be kept
+        return logits, cache.trimmed() if steps == 1 else cache
+
+    def _run(
+        self, inputs_embeds: np.ndarray, per_layer_inputs: np.ndarray, cache: KVCache
+    ) -> tuple[np.ndarray, KVCache]:
+        """One decoder session run over new positions."""
         steps = inputs_embeds.shape[1]
         total = cache.length + steps
         feeds: dict[str, np.ndarray] = {
@@ -239,9 +257,7 @@ class TextEngine:
         self.positions_run += steps
         logits, *present = self._decoder.run(names, feeds)
         tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
-        grown = KVCache(tensors, total, cache.windows)
-        # trimmed on decode steps only: a prompt's cache stays whole, so any of its prefixes can be kept
-        return np.asarray(logits)[0, -1].astype(np.float32), grown.trimmed() if steps == 1 else grown
+        return np.asarray(logits)[0, -1].astype(np.float32), KVCache(tensors, total, cache.windows)
 
     def forward(self, input_ids: Sequence[int], cache: KVCache | None = None) -> tuple[np.ndarray, KVCache]:
         """Embed `input_ids` and decode them after `cache` (a fresh cache when None)."""

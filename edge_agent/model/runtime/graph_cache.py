@@ -17,6 +17,7 @@ import numpy as np
 from onnx import ModelProto
 
 from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
+from edge_agent.model.runtime.graph_fusion import fuse_elementwise
 from edge_agent.model.runtime.graph_head import head_bits, quantize_head
 from edge_agent.model.runtime.graph_rewrite import (
     Rewrites,
@@ -81,6 +82,10 @@ def apply_rewrites(model: ModelProto, folder: Path, rewrites: Rewrites) -> tuple
         grouped, masks = group_query_heads(model), slice_masks_to_keys(model)
         log.debug("decoder: %d attention products grouped by KV head, %d masks follow their keys", grouped, masks)
         changed |= grouped + masks > 0
+    if rewrites.fused_ops:
+        norms, gelus = fuse_elementwise(model)
+        log.debug("decoder: %d RMSNorms and %d tanh GELUs fused", norms, gelus)
+        changed |= norms + gelus > 0
     bits = head_bits(model, rewrites.head)
     tensors = quantize_head(model, folder, bits, rewrites.new_node_level) if bits else {}
     levels = set_accuracy_level(model, rewrites)

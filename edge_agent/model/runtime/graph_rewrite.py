@@ -30,6 +30,7 @@ class Rewrites:
     logits_to_keep: bool = True  # add `num_logits_to_keep` (lm_head on the last positions only) when missing
     head: HeadQuantization = "keep"  # a float lm_head to INT8/INT4 MatMulNBits ("auto": INT8 in an INT4 decoder)
     grouped_attention: bool = True  # attention reads the KV cache itself, not a per-head copy; masks follow keys
+    fused_ops: bool = True  # RMSNorm and tanh-GELU chains run as onnxruntime's fused kernels
 
     @property
     def new_node_level(self) -> int | None:
