@@ -14,6 +14,7 @@ from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
 from edge_agent.model.runtime.graph_fusion import fuse_elementwise
 from edge_agent.model.runtime.graph_rewrite import Rewrites, load_proto
+from edge_agent.model.runtime.graph_split import split_kv_appends
 from edge_agent.model.runtime.kv_cache import REWIND_MARGIN
 from edge_agent.model.store.files import locate_model
 
@@ -36,6 +37,9 @@ def test_every_attention_product_and_mask_is_rewritten() -> None:
     assert slice_masks_to_keys(model) == layers
     assert sum(node.op_type == "Expand" for node in model.graph.node) == expands - 2 * layers
     assert group_query_heads(model) == 0  # idempotent: nothing left to rewrite
+    caches = sum(output.name.startswith("present.") for output in model.graph.output)
+    assert split_kv_appends(model) == caches  # every cache is appended to, never joined in the graph
+    assert not any(node.op_type == "Concat" and node.output[0].startswith("present.") for node in model.graph.node)
 
 
 @pytest.mark.parametrize(("name", "variant"), CASES)

@@ -16,6 +16,7 @@ from edge_agent.config.model import ModelConfig
 from edge_agent.model.runtime.graph_attention import KEYS_DEFINE_MASK, WHOLE_CACHES
 from edge_agent.model.runtime.graph_cache import PreparedGraph, default_cache_dir, prepare_graph
 from edge_agent.model.runtime.graph_rewrite import Rewrites
+from edge_agent.model.runtime.graph_split import PRESENT_IS_NEW
 from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.store.files import ModelFiles, ModelFilesError
 from edge_agent.model.store.geometry import read_kv_geometry
@@ -159,6 +160,7 @@ class TextEngine:
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()
         self._windows = self._sliding_windows()
+        self._present_is_new = self._decoder.get_modelmeta().custom_metadata_map.get(PRESENT_IS_NEW) == "1"
         self.vision: Encoder | None = None
         self.audio: Encoder | None = None
         if files.vision_encoder and "image" in encoders:
@@ -257,7 +259,8 @@ class TextEngine:
         self.positions_run += steps
         logits, *present = self._decoder.run(names, feeds)
         tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
-        return np.asarray(logits)[0, -1].astype(np.float32), KVCache(tensors, total, cache.windows)
+        grown = cache.appended(tensors) if self._present_is_new else KVCache(tensors, total, cache.windows)
+        return np.asarray(logits)[0, -1].astype(np.float32), grown
 
     def forward(self, input_ids: Sequence[int], cache: KVCache | None = None) -> tuple[np.ndarray, KVCache]:
         """Embed `input_ids` and decode them after `cache` (a fresh cache when None)."""

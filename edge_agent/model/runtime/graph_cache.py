@@ -27,12 +27,13 @@ from edge_agent.model.runtime.graph_rewrite import (
     load_proto,
     set_accuracy_level,
 )
+from edge_agent.model.runtime.graph_split import split_kv_appends
 from edge_agent.model.store.files import Graph
 from edge_agent.model.store.manifest import ModelFilesError, sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when a rewrite changes what it writes for the same options
+FORMAT = 3  # bump when a rewrite changes what it writes for the same options
 _META = "meta.json"
 _GRAPH = "graph.onnx"
 
@@ -81,6 +82,8 @@ def apply_rewrites(model: ModelProto, folder: Path, rewrites: Rewrites) -> tuple
     if rewrites.grouped_attention:
         grouped, masks = group_query_heads(model), slice_masks_to_keys(model)
         log.debug("decoder: %d attention products grouped by KV head, %d masks follow their keys", grouped, masks)
+        splits = split_kv_appends(model) if grouped else 0
+        log.debug("decoder: %d KV caches appended in place (attention over past and new apart)", splits)
         changed |= grouped + masks > 0
     if rewrites.fused_ops:
         norms, gelus = fuse_elementwise(model)

@@ -7,6 +7,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REWIND_MARGIN = 64  # positions kept beyond a window, so a request can step back over its last tokens (tool steps)
+_HEADROOM = 256  # positions a grown buffer has to spare, at least (and half of what it holds)
+
+
+class Rows:
+    """A buffer of positions that grows in place: views of its first `filled` rows are caches; only the cache
+    that ends at `filled` may append (an older view stays valid, its rows are never written again)."""
+
+    __slots__ = ("buffer", "filled")
+
+    def __init__(self, held: np.ndarray, extra: int) -> None:
+        shape = (*held.shape[:2], held.shape[2] + max(extra, _HEADROOM, held.shape[2] // 2), held.shape[3])
+        self.buffer = np.empty(shape, dtype=held.dtype)
+        self.buffer[:, :, : held.shape[2]] = held
+        self.filled = held.shape[2]
+
+    def append(self, held: np.ndarray, new: np.ndarray) -> np.ndarray | None:
+        """The view of `held` + `new` written in place, or None when `held` is not this buffer's tip or no room."""
+        end = held.shape[2] + new.shape[2]
+        tip = held.shape[2] == self.filled and (held.size == 0 or held.base is self.buffer)
+        if not tip or end > self.buffer.shape[2]:
+            return None
+        self.buffer[:, :, self.filled : end] = new
+        self.filled = end
+        return self.buffer[:, :, :end]
+
+
+def _grown(held: np.ndarray, new: np.ndarray, rows: Rows | None) -> tuple[np.ndarray, Rows | None]:
+    """`held` followed by `new`: in place for one KV head (the past input must be contiguous), else a copy."""
+    if held.shape[1] != 1:
+        return np.concatenate([held, new], axis=2), None
+    view = rows.append(held, new) if rows is not None else None
+    if view is not None:
+        return view, rows
+    rows = Rows(held, new.shape[2])
+    view = rows.append(rows.buffer[:, :, : held.shape[2]], new)
+    assert view is not None
+    return view, rows
 
 
 @dataclass(frozen=True)
@@ -17,6 +54,7 @@ class KVCache:
     tensors: dict[str, np.ndarray]
     length: int
     windows: dict[str, int] = field(default_factory=dict)  # input name -> sliding window (only when trimmable)
+    rows: dict[str, Rows | None] = field(default_factory=dict, compare=False, repr=False)  # growable buffers
 
     @property
     def nbytes(self) -> int:
@@ -55,3 +93,11 @@ class KVCache:
             for name, t in self.tensors.items()
         }
         return KVCache(tensors, self.length, self.windows)
+
+    def appended(self, new: dict[str, np.ndarray]) -> KVCache:
+        """This cache followed by `new` positions (same names), grown in place where this cache is a buffer's tip."""
+        steps = next(iter(new.values())).shape[2]
+        tensors, rows = {}, {}
+        for name, held in self.tensors.items():
+            tensors[name], rows[name] = _grown(held, new[name], self.rows.get(name))
+        return KVCache(tensors, self.length + steps, self.windows, rows)
