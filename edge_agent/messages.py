@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +73,9 @@ class AskRequest:
     id: str | None = None
     camera: str | None = None
     received: float = 0.0  # wall clock (time.time())
+    image: bytes | None = None  # a JPEG/PNG the asker sent (decoded from base64, not yet checked)
+    audio: bytes | None = None  # a WAV/FLAC the asker sent (decoded from base64, not yet checked)
+    partial: Callable[[str, bool], None] | None = None  # streamed answer: (new text, it replaces what was sent)
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from edge_agent.agent.converse import converse
+import numpy as np
+
+from edge_agent.agent.converse import converse, visible_text
 from edge_agent.agent.freshness import frame_age_s, stale_frame
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
 from edge_agent.agent.shared import AgentCore
+from edge_agent.agent.stream import TextStream
 from edge_agent.agent.watch import WatchTasks
 from edge_agent.messages import AskReply, AskRequest, Frame
+from edge_agent.model.media.from_bytes import audio_from_bytes, image_from_bytes
 from edge_agent.model.runtime.answer import Question
 
 ASK_SYSTEM = "You are the assistant of a home, running on a small local computer. Answer briefly."
+
+
+@dataclass(frozen=True)
+class SentMedia:
+    """The decoded image and recording a question carried (empty tuples when none)."""
+
+    images: tuple[np.ndarray, ...] = ()
+    audio: tuple[np.ndarray, ...] = ()
 
 
 class Questions:
@@ -41,8 +54,14 @@ class Questions:
             return AskReply("error", error="the question is empty (only whitespace)")
         if request.camera is not None and request.camera not in {c.name for c in core.config.cameras}:
             return AskReply("error", error=f"no camera named {request.camera!r}")
+        try:
+            sent = await self._decode(request)
+        except ValueError as exc:  # ImageError, AudioError: not an image, too large, unreadable
+            return AskReply("error", error=str(exc))
         deadline = time.monotonic() + core.config.mqtt.ask_timeout_s
-        job = core.scheduler.submit(Job("ask", Priority.INTERACTIVE, partial(self._run, request), deadline=deadline))
+        job = core.scheduler.submit(
+            Job("ask", Priority.INTERACTIVE, partial(self._run, request, sent), deadline=deadline)
+        )
         try:
             payload = await job.future
         except JobRefusedError as exc:
@@ -51,6 +70,19 @@ class Questions:
             self._abandon(job)
             raise
         return AskReply("ok", answer=payload.pop("answer"), model=payload["model"], meta=payload)
+
+    async def _decode(self, request: AskRequest) -> SentMedia:
+        """The image and recording the question carried, checked against the mqtt.ask_max_* bounds and decoded
+        (off the loop); ValueError with one line saying what is wrong."""
+        mqtt = self.core.config.mqtt
+        if request.image is not None and len(request.image) > mqtt.ask_max_image_bytes:
+            size, most = len(request.image), mqtt.ask_max_image_bytes
+            raise ValueError(f"image: {size} bytes is too large (mqtt.ask_max_image_bytes: {most})")
+        images = (await asyncio.to_thread(image_from_bytes, request.image),) if request.image is not None else ()
+        audio: tuple[np.ndarray, ...] = ()
+        if request.audio is not None:
+            audio = (await asyncio.to_thread(audio_from_bytes, request.audio, mqtt.ask_max_audio_s),)
+        return SentMedia(images, audio)
 
     def _abandon(self, job: Job) -> None:
         if self.core.scheduler.current is job:
@@ -75,15 +107,26 @@ class Questions:
             raise JobRefusedError("stale_frame", why)
         return frame, age
 
-    async def _run(self, request: AskRequest, ctx: JobContext) -> dict[str, Any]:
+    @staticmethod
+    def _check_senses(model: LoadedModel, sent: SentMedia) -> None:
+        """Refuse an image or a recording the model cannot take."""
+        for kind, items, encoder in (("image", sent.images, "vision"), ("audio", sent.audio, "audio")):
+            if items and not model.files.modalities[kind]:
+                why = f"{kind}: the model {model.label} cannot take {kind} (no {encoder} encoder)"
+                raise JobRefusedError(f"no_{encoder}", why)
+
+    async def _run(self, request: AskRequest, sent: SentMedia, ctx: JobContext) -> dict[str, Any]:
         core = self.core
         model = core.require_model()
         state = core.degradation()
         frame, age = self._frame(request.camera, model)
+        self._check_senses(model, sent)
         tools = tuple(core.toolbox.specs()) if core.config.agent.ask_tools else ()
+        stream = TextStream(partial(visible_text, model), request.partial) if request.partial is not None else None
         question = Question(
             request.question or "",
-            images=(frame.image,) if frame is not None else (),
+            images=((frame.image,) if frame is not None else ()) + sent.images,
+            audio=sent.audio,
             system=ASK_SYSTEM,
             image_budget=state.image_budget(core.config.model.image_budget),
             thinking=core.config.model.thinking,
@@ -98,6 +141,7 @@ class Questions:
             allowed=None,
             max_steps=core.config.agent.ask_max_steps,
             max_new_tokens=state.limits.max_new_tokens,
+            stream=stream,
         )
         core.decode_tokens_per_s = exchange.decode_tokens_per_s
         snapshot = f"{frame.camera}-{frame.index}" if frame is not None else None

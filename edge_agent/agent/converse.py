@@ -8,6 +8,7 @@ from typing import Any
 
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext, JobRefusedError
+from edge_agent.agent.stream import TextStream
 from edge_agent.model.runtime.answer import Answer, Question
 from edge_agent.model.runtime.context import Conversation
 from edge_agent.model.runtime.generate import GenerationSettings
@@ -65,6 +66,39 @@ def visible_text(model: LoadedModel, raw: str) -> str:
     return text.strip()
 
 
+def answer_settings(
+    model: LoadedModel, question: Question, max_new_tokens: int, constraint: Any = None, ctx: JobContext | None = None
+) -> GenerationSettings:
+    """Greedy generation up to the model's end of turn (or a hand-over to the tools), within the job's limits."""
+    eos = set(model.eos_ids)
+    if question.tools:
+        eos.add(model.tokenizer.token_id("<|tool_response>"))  # the model hands over to the tools
+    return GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        max_context=model.max_context,
+        eos_token_ids=frozenset(eos),
+        deadline=ctx.deadline if ctx is not None else None,
+        cancel=ctx.cancel if ctx is not None else None,
+        constraint=constraint,
+    )
+
+
+def answer_streamed(
+    model: LoadedModel,
+    question: Question,
+    settings: GenerationSettings,
+    context: Conversation | None,
+    stream: TextStream | None,
+) -> Answer:
+    """One generation (special tokens kept), its readable text fed to `stream` and flushed at the end (blocking)."""
+    if stream is None:
+        return model.answerer.answer(question, settings, None, True, context)
+    stream.restart()
+    answer = model.answerer.answer(question, settings, stream.feed, True, context)
+    stream.flush(answer.text)
+    return answer
+
+
 async def generate_answer(
     model: LoadedModel,
     question: Question,
@@ -73,20 +107,11 @@ async def generate_answer(
     *,
     constraint: Any = None,
     context: Conversation | None = None,
+    stream: TextStream | None = None,
 ) -> Answer:
     """One generation on the inference thread; a cancelled or late generation raises JobRefusedError."""
-    eos = set(model.eos_ids)
-    if question.tools:
-        eos.add(model.tokenizer.token_id("<|tool_response>"))  # the model hands over to the tools
-    settings = GenerationSettings(
-        max_new_tokens=max_new_tokens,
-        max_context=model.max_context,
-        eos_token_ids=frozenset(eos),
-        deadline=ctx.deadline,
-        cancel=ctx.cancel,
-        constraint=constraint,
-    )
-    answer = await ctx.offload(model.answerer.answer, question, settings, None, True, context)
+    settings = answer_settings(model, question, max_new_tokens, constraint, ctx)
+    answer = await ctx.offload(answer_streamed, model, question, settings, context, stream)
     if answer.finish_reason in _INTERRUPTED:
         raise JobRefusedError(_INTERRUPTED[answer.finish_reason], f"generation {answer.finish_reason}")
     return answer
@@ -104,9 +129,11 @@ async def converse(
     max_new_tokens: int,
     tool_required: bool = False,
     context: Conversation | None = None,
+    stream: TextStream | None = None,
 ) -> Exchange:
     """Answer `question` (whose `tools` the model may call), running each call through the toolbox; every step
-    continues the request's `context` (its KV cache and encoded media) instead of starting over."""
+    continues the request's `context` (its KV cache and encoded media) instead of starting over. With `stream`,
+    each step's readable text is streamed (a step that ends in tool calls is replaced by the next one)."""
     exchange = Exchange(context=context or Conversation())
     steps: tuple[Message, ...] = ()
     while True:
@@ -115,7 +142,13 @@ async def converse(
         constraint = model.constraints.tool_calls(question.tools, required) if may_call else None
         budget = max(max_new_tokens, CALL_TOKENS) if may_call else max_new_tokens
         answer = await generate_answer(
-            model, replace(question, steps=steps), ctx, budget, constraint=constraint, context=exchange.context
+            model,
+            replace(question, steps=steps),
+            ctx,
+            budget,
+            constraint=constraint,
+            context=exchange.context,
+            stream=stream,
         )
         exchange.add_times(answer)
         exchange.finish_reason = answer.finish_reason

@@ -110,7 +110,20 @@ class MqttConfig(Section):
         default=4, ge=1, le=1000, description="Questions that may wait for the model; more are answered 'busy'."
     )
     ask_max_bytes: int = Field(
-        default=16384, ge=256, le=1048576, description="Largest question payload; bigger ones get an error reply."
+        default=16384,
+        ge=256,
+        le=16777216,
+        description="Largest question payload; bigger ones get an error reply. A base64 image or recording "
+        "takes 4/3 of its size: raise this to send them.",
+    )
+    ask_max_image_bytes: int = Field(
+        default=1048576,
+        ge=1024,
+        le=8388608,
+        description="Largest image (JPEG/PNG, before base64) a question may carry.",
+    )
+    ask_max_audio_s: float = Field(
+        default=30.0, gt=0, le=30, description="Longest recording (WAV/FLAC) a question may carry, in seconds."
     )
     ask_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Longest time to answer a question before replying 'error'."

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import functools
+import itertools
 import json
 import logging
 import time
@@ -30,6 +34,9 @@ class AskPayload(BaseModel):
     camera: str | None = Field(
         default=None, pattern=r"^[a-zA-Z0-9_-]+$", max_length=64, description="Camera whose newest frame to show."
     )
+    image: str | None = Field(default=None, min_length=1, description="A JPEG or PNG image, base64.")
+    audio: str | None = Field(default=None, min_length=1, description="A WAV or FLAC recording, base64.")
+    stream: bool = Field(default=False, description="Send the answer's text as it is written, then the reply.")
 
     @field_validator("question")
     @classmethod
@@ -79,6 +86,18 @@ def _echo_id(payload: bytes) -> str | None:
         return None
     value = body.get("id") if isinstance(body, dict) else None
     return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+
+
+def _base64(field: str, value: str | None) -> bytes | None:
+    """The bytes of a base64 field (a `data:...;base64,` prefix allowed); ValueError naming the field."""
+    if value is None:
+        return None
+    if value.startswith("data:") and "," in value[:100]:
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"invalid request: {field}: not valid base64") from None
 
 
 def _valid_topic(topic: str) -> bool:
@@ -134,6 +153,27 @@ class LogEvery:
         self._last, self._quiet = now, 0
 
 
+class PartialSender:
+    """A streamed answer's partial messages, numbered from 0 and published from the loop (the model calls this from
+    its own thread, before it returns the answer); none after the final reply."""
+
+    def __init__(self, publish: Callable[[dict[str, Any]], None], request_id: str | None) -> None:
+        self.publish, self.request_id = publish, request_id
+        self.closed = False
+        self._loop, self._numbers = asyncio.get_running_loop(), itertools.count()
+
+    def __call__(self, text: str, reset: bool) -> None:
+        """Send `text` (added to what was sent, or replacing it when `reset`)."""
+        body: dict[str, Any] = {"id": self.request_id, "status": "partial", "text": text, "seq": next(self._numbers)}
+        if reset:
+            body["reset"] = True
+        self._loop.call_soon_threadsafe(self._send, body)
+
+    def _send(self, body: dict[str, Any]) -> None:
+        if not self.closed:
+            self.publish(body)
+
+
 class AskService:
     """Turns `ask` messages into requests on a bounded queue and publishes exactly one reply for each."""
 
@@ -180,7 +220,17 @@ class AskService:
             request = AskRequest(None, "mqtt", id=_echo_id(message.payload), received=received)
             self._reply(request, destination, _problem(exc))
             return
-        self.submit(AskRequest(body.question, "mqtt", id=body.id, camera=body.camera, received=received), destination)
+        try:
+            image, audio = _base64("image", body.image), _base64("audio", body.audio)
+        except ValueError as exc:
+            self._reply(AskRequest(None, "mqtt", id=body.id, received=received), destination, str(exc))
+            return
+        publish = functools.partial(self._publish, destination)
+        partial = PartialSender(publish, body.id) if body.stream else None
+        request = AskRequest(
+            body.question, "mqtt", body.id, body.camera, received, image=image, audio=audio, partial=partial
+        )
+        self.submit(request, destination)
 
     def on_text(self, message: Inbound) -> None:
         """Plain text from Home Assistant's `text` entity; the answer goes to the event entity."""
@@ -229,11 +279,16 @@ class AskService:
         }
         body.update({key: value for key, value in reply.meta.items() if key not in body})  # context after the answer
         self.replies += 1
+        if isinstance(request.partial, PartialSender):
+            request.partial.closed = True  # a generation cut by the timeout may still be writing
+        self._publish(destination, body, request.question)
+
+    def _publish(self, destination: Destination, body: dict[str, Any], question: str | None = None) -> None:
         try:
             if destination.topic is None:  # the event carries its own unique `id`, like every spooled result
-                question = request.question if request.question is not None else "(analyse now)"
                 body.pop("id")
-                self.publisher.publish_event({"event_type": "answer", "question": question[:255], **body})
+                shown = question if question is not None else "(analyse now)"
+                self.publisher.publish_event({"event_type": "answer", "question": shown[:255], **body})
             else:
                 data = json.dumps(body).encode()
                 self.publisher.publish_now(destination.topic, data, correlation_data=destination.correlation_data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
@@ -161,6 +162,9 @@ REQUESTS = st.fixed_dictionaries(
         "id": st.one_of(st.text(max_size=140), JSON_VALUES),
         "question": st.one_of(st.text(max_size=1100), JSON_VALUES),
         "camera": st.one_of(st.from_regex(r"[a-z0-9_-]{1,8}", fullmatch=True), JSON_VALUES),
+        "image": st.one_of(st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()), JSON_VALUES),
+        "audio": st.one_of(st.from_regex(r"[A-Za-z0-9+/=]{0,40}", fullmatch=True), JSON_VALUES),
+        "stream": st.one_of(st.booleans(), JSON_VALUES),
         "extra": JSON_VALUES,
     },
 )
