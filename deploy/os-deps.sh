@@ -7,7 +7,7 @@ case "${1:-runtime}" in
   runtime) packages=() ;;  # libportaudio2 is only needed with a microphone: see README
   demo) packages=(mosquitto mosquitto-clients) ;;
   test) packages=(mosquitto mosquitto-clients libportaudio2 alsa-utils ffmpeg espeak-ng sox openssl python3-venv
-        openssh-server openssh-client) ;;  # the last three: the Ansible role's run over SSH
+        openssh-server openssh-client chromium) ;;  # ssh: the Ansible role's run; chromium: the status page test
   *) echo "usage: $0 runtime|demo|test" >&2; exit 64 ;;
 esac
 

@@ -144,6 +144,25 @@ def make_watchdog(config: Config, link: MqttLink, capture: Capture, node: Node) 
     return watchdog
 
 
+def make_link(config: Config) -> MqttLink:
+    """The MQTT link; with the HTTP API on, one that also records what the status page shows."""
+    if config.http.enabled:
+        from edge_agent.web.recorder import RecordingLink
+
+        return RecordingLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+    return MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+
+
+def start_http(supervisor: Supervisor, node: Node) -> None:
+    """The OpenAI/Ollama API and the status page (aiohttp is imported only when the API is on)."""
+    from edge_agent.web.recorder import Recorded, RecordingLink, StatusFeed
+    from edge_agent.web.server import serve
+
+    recorded = node.link.record() if isinstance(node.link, RecordingLink) else Recorded()
+    feed = StatusFeed(recorded, node.state, node.capture.latest_frame, node.config.device.id)
+    supervisor.start("http", partial(serve, node.agent, node.config.http, __version__, feed))
+
+
 async def drain(node: Node, timeout_s: float = 2.0) -> None:
     """On SIGTERM: close the scheduler (waiting and later jobs are refused, nothing new starts), cancel the running
     generation at its next token and give it a moment to publish."""
@@ -168,7 +187,7 @@ async def run(
     supervisor = Supervisor()
     log.info("edge-agent %s starting: %s", __version__, describe(config))
     try:
-        link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
+        link = make_link(config)
     except MqttSetupError as exc:
         log.error("%s", exc)
         return 1
@@ -189,6 +208,8 @@ async def run(
         node.publish_state()
         supervisor.start("health", node.report_health)
         supervisor.start("reload", partial(reloader.serve, reload))
+        if config.http.enabled:
+            start_http(supervisor, node)
         if watchdog.period_s is not None:  # only under systemd with WatchdogSec=
             supervisor.start("watchdog", watchdog.run_async)
         await stop.wait()

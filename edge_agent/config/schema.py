@@ -15,6 +15,7 @@ from edge_agent.config.agent import (
     WatchTaskConfig,
 )
 from edge_agent.config.base import Section
+from edge_agent.config.http import HttpConfig
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, MqttConfig
 from edge_agent.config.sources import CameraConfig, MicrophoneConfig
@@ -39,6 +40,9 @@ class Config(Section):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="How requests share the model.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Self-supervision thresholds.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    http: HttpConfig = Field(
+        default_factory=HttpConfig, description="OpenAI- and Ollama-compatible HTTP API and status page (off)."
+    )
 
 
 def _duplicates(section: str, names: list[str]) -> Iterator[tuple[KeyPath, str]]:
