@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from edge_agent.config import Config, ConfigError, load_config
+from edge_agent.log import json_logging
 
 DEFAULT_CONFIG = "/etc/edge-agent/config.yaml"
 EXIT_CONFIG = 2
@@ -29,6 +31,12 @@ def load_or_report(path: Path) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
+        if json_logging():  # --log-format json: every line on stderr is a JSON record
+            log = logging.getLogger("edge_agent.config")
+            log.error("%s: invalid config (%d problem(s))", path, len(exc.issues))
+            for issue in exc.issues:
+                log.error("%s: %s", path, issue.render(exc.source))
+            return None
         print(f"{path}: invalid config ({len(exc.issues)} problem(s)):", file=sys.stderr)
         for issue in exc.issues:
             print(f"  {issue.render(exc.source)}", file=sys.stderr)

@@ -14,7 +14,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
-    setup_logging(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    # native=True: what OpenCV, FFmpeg and onnxruntime print on stderr goes through our log as well
+    setup_logging(args.log_level or config.logging.level, args.log_format or config.logging.format, native=True)
     from edge_agent import app
 
     try:

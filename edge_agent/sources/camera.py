@@ -1,5 +1,7 @@
 """A camera: reads its source (on a thread the daemon gives it), caps the frame rate, transforms frames, reconnects
-with backoff."""
+with backoff. States: `starting`, `ok` (frames arrive), `reconnecting` (an open or read failed; retried with backoff
+up to 30 s apart), `failed` (FAILED_AFTER_ATTEMPTS attempts in a row without a frame, or a permanent error such as a
+missing file; a stream, device or command is still retried and goes back to `ok` at its next frame), `ended`."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 _FLIPS = {"horizontal": 1, "vertical": 0, "both": -1}
 Opener = Callable[[CameraConfig], FrameSource]
+FAILED_AFTER_ATTEMPTS = 5  # failed opens/reads in a row without a frame: `reconnecting` becomes `failed` (~15 s)
 
 
 @dataclass(frozen=True)
@@ -79,25 +82,24 @@ class Camera:
     # wraps each open, read and close: the systemd watchdog counts one that never returns as a stalled stage
     busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
     _source: FrameSource | None = field(default=None, init=False)  # the open source, for interrupt() on stop
+    _failures: int = field(default=0, init=False)  # attempts in a row that ended without a frame
 
     def __post_init__(self) -> None:
         self.status = CameraStatus(self.config.name)
 
-    def _set(self, **changes: object) -> None:
+    def _set(self, *, retrying: bool = False, **changes: object) -> None:
+        """Change the status; a new state (or a new reason while not `ok`) is reported and logged."""
         old = self.status
-        self.status = replace(old, **changes)  # type: ignore[arg-type]
-        if self.on_status is not None and self.status.state != old.state:
-            self.on_status(self.status)
-        if self.status.state != old.state:
-            log.log(
-                logging.WARNING if self.status.state in ("reconnecting", "failed") else logging.INFO,
-                "camera %s: %s%s",
-                self.config.name,
-                self.status.state,
-                f" ({self.status.last_error})"
-                if self.status.state in ("reconnecting", "failed") and self.status.last_error
-                else "",
-            )
+        self.status = new = replace(old, **changes)  # type: ignore[arg-type]
+        troubled = new.state in ("reconnecting", "failed")
+        if new.state == old.state and not (troubled and new.last_error != old.last_error):
+            return
+        if self.on_status is not None:
+            self.on_status(new)
+        level = logging.WARNING if troubled and new.state != old.state else logging.INFO  # a new reason: INFO
+        why = f" ({new.last_error})" if troubled and new.last_error else ""
+        retry = ", still retrying" if retrying and new.state == "failed" else ""
+        log.log(level, "camera %s: %s%s%s", self.config.name, new.state, why, retry)
 
     def run(self, stop: threading.Event) -> None:
         """Blocking, on the caller's thread (the daemon gives each camera a thread of its own): until the camera
@@ -154,7 +156,9 @@ class Camera:
 
     def _retry(self, stop: threading.Event, reason: str, ran_for_s: float) -> None:
         delay = self.backoff.delay(ran_for_s)
-        self._set(state="reconnecting", reconnects=self.status.reconnects + 1, last_error=reason)
+        self._failures += 1
+        state = "failed" if self._failures >= FAILED_AFTER_ATTEMPTS else "reconnecting"
+        self._set(state=state, reconnects=self.status.reconnects + 1, last_error=reason, retrying=True)
         log.debug("camera %s: retrying in %.1f s", self.config.name, delay)
         stop.wait(delay)
 
@@ -178,6 +182,7 @@ class Camera:
                 image = transform(source.retrieve(), self.config)
             next_emit = max(next_emit + interval, now - interval)
             self._index += 1
+            self._failures = 0
             if self.status.state != "ok":
                 self._set(state="ok", last_error=None)
             self._set(frames=self.status.frames + 1)

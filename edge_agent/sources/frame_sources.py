@@ -10,8 +10,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge_agent.log.native import watch_native
 from edge_agent.sources.command import CommandSource
 from edge_agent.sources.errors import SourceError
+from edge_agent.sources.stream_probe import open_failure_cause, redact
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -72,14 +74,23 @@ class OpenCVSource:
         network = isinstance(target, str) and "://" in target
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000)] if network else []
         params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)] if network else []
-        self._target, self._read_timeout_s = target, read_timeout_s if network else None
+        self._target, self._read_timeout_s = redact(str(target)), read_timeout_s if network else None
         started = time.monotonic()
-        self._capture = cv2.VideoCapture(target, backend, params)
+        with watch_native() as native:
+            self._capture = cv2.VideoCapture(target, backend, params)
         if not self._capture.isOpened():
             self._capture.release()
-            waited = time.monotonic() - started
-            why = f": no answer within {open_timeout_s:g} s" if network and waited >= 0.9 * open_timeout_s else ""
-            raise SourceError(f"cannot open {target}{why}", permanent=not self.live)
+            why = ""
+            if network:
+                assert isinstance(target, str)
+                waited = time.monotonic() - started
+                cause = (
+                    f"no answer within {open_timeout_s:g} s"
+                    if waited >= 0.9 * open_timeout_s
+                    else open_failure_cause(target, open_timeout_s, native.lines, native.shared)
+                )
+                why = f": {cause}" if cause else ""
+            raise SourceError(f"cannot open {self._target}{why}", permanent=not self.live)
         if width and height:
             self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
             self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)

@@ -1,4 +1,5 @@
-"""Cameras on real OpenCV: video files, image directories, an MJPEG stream that drops, an exec: command."""
+"""Cameras on real OpenCV: video files, image directories, an MJPEG stream that drops, an exec: command, and
+streams that cannot open saying why (refused, HTTP 404, a web page), failing after a few attempts and recovering."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -16,7 +18,7 @@ from rig.camera import MjpegServer, moving_square
 from edge_agent.config import CameraConfig
 from edge_agent.messages import Frame
 from edge_agent.service import Backoff
-from edge_agent.sources.camera import Camera, CameraStatus
+from edge_agent.sources.camera import FAILED_AFTER_ATTEMPTS, Camera, CameraStatus
 
 
 class Running:
@@ -86,7 +88,9 @@ def test_mjpeg_stream_survives_a_ten_second_outage(mjpeg_server: MjpegServer) ->
     run.wait_for(lambda: run.camera.status.state == "reconnecting")
     before = len(run.frames)
     time.sleep(10)
-    assert run.camera.status.state == "reconnecting" and len(run.frames) == before
+    # still retried: `failed` once FAILED_AFTER_ATTEMPTS attempts in a row brought no frame
+    assert run.camera.status.state in ("reconnecting", "failed") and len(run.frames) == before
+    assert run.camera.status.last_error == f"cannot open {mjpeg_server.url}: connection refused"
     mjpeg_server.start()
     run.wait_for(lambda: run.camera.status.state == "ok" and len(run.frames) >= before + 3)
     run.close()
@@ -114,11 +118,11 @@ def test_exec_command_mjpeg_source(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("source", ["exec:/nonexistent/rpicam-vid", "/dev/edge-agent/cam9"])
-def test_unavailable_live_sources_keep_retrying(source: str) -> None:
+def test_unavailable_live_sources_keep_retrying_and_fail_after_a_few_attempts(source: str) -> None:
     run = Running(camera(source), Backoff(initial_s=0.05, maximum_s=0.1))
-    run.wait_for(lambda: run.camera.status.reconnects >= 3)
+    run.wait_for(lambda: run.camera.status.reconnects >= FAILED_AFTER_ATTEMPTS + 3)  # failed, and still retried
     run.close()
-    assert run.camera.status.state == "reconnecting"
+    assert run.states == ["reconnecting", "failed"] and run.camera.status.state == "failed"
 
 
 def test_an_exec_command_that_fails_has_its_stderr_logged_and_kept_as_the_reason(
@@ -129,7 +133,7 @@ def test_an_exec_command_that_fails_has_its_stderr_logged_and_kept_as_the_reason
     run.wait_for(lambda: run.camera.status.reconnects >= 2)
     run.close()
     status = run.camera.status
-    assert status.state == "reconnecting"
+    assert status.state == ("failed" if status.reconnects >= FAILED_AFTER_ATTEMPTS else "reconnecting")
     assert status.last_error == "\"sh -c 'echo boom >&2; exit 3'\" exited with status 3: boom"
     said = [(r.levelno, r.getMessage()) for r in caplog.records if "boom" in r.getMessage()]
     assert (logging.WARNING, "camera cam: sh: boom") in said  # the line itself, prefixed with the camera
@@ -148,3 +152,64 @@ def test_an_exec_command_that_writes_a_lot_on_stderr_is_logged_at_a_bounded_rate
     assert lines[:10] == [f"camera cam: sh: line {i}" for i in range(1, 11)]
     assert lines[10:] == ["camera cam: sh: 490 more line(s) on stderr not logged"]
     assert run.camera.status.last_error is not None and run.camera.status.last_error.endswith(": line 500")
+
+
+def test_a_stream_that_never_opens_says_why_fails_at_warning_and_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    server = MjpegServer()  # not started yet: its port refuses connections
+    run = Running(camera(server.url, fps=5), Backoff(initial_s=0.05, maximum_s=0.2))
+    try:
+        run.wait_for(lambda: run.camera.status.state == "failed")
+        refused = f"cannot open {server.url}: connection refused"
+        assert run.camera.status.last_error == refused
+        said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "edge_agent.sources.camera"]
+        assert said[0] == (logging.WARNING, f"camera cam: reconnecting ({refused})")
+        assert (logging.WARNING, f"camera cam: failed ({refused}), still retrying") in said
+        server.start()
+        run.wait_for(lambda: run.camera.status.state == "ok" and len(run.frames) >= 2)
+    finally:
+        run.close()
+        server.stop()
+    assert run.states == ["reconnecting", "failed", "ok"] and run.camera.status.last_error is None
+
+
+def test_a_stream_the_server_does_not_have_says_http_404(mjpeg_server: MjpegServer) -> None:
+    url = mjpeg_server.url.replace("stream.mjpg", "missing.mjpg")
+    run = Running(camera(url), Backoff(initial_s=0.05, maximum_s=0.1))
+    run.wait_for(lambda: run.camera.status.reconnects >= 1)
+    run.close()
+    assert run.camera.status.last_error == f"cannot open {url}: HTTP 404 Not Found"
+
+
+def test_a_password_in_a_stream_url_is_not_logged_or_kept() -> None:
+    server = MjpegServer()  # never started: refused
+    url = server.url.replace("127.0.0.1", "admin:s3cret@127.0.0.1")
+    run = Running(camera(url), Backoff(initial_s=0.05, maximum_s=0.1))
+    run.wait_for(lambda: run.camera.status.reconnects >= 1)
+    run.close()
+    error = run.camera.status.last_error
+    assert error is not None and "s3cret" not in error and "admin:***@127.0.0.1" in error
+
+
+def test_a_url_that_serves_a_web_page_says_so() -> None:
+    class LoginPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>log in</html>")
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        run = Running(camera(url), Backoff(initial_s=0.05, maximum_s=0.1))
+        run.wait_for(lambda: run.camera.status.reconnects >= 1)
+        run.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.camera.status.last_error == f"cannot open {url}: HTTP 200, but not a stream OpenCV can read (text/html)"
