@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,6 +64,7 @@ class Capture:
     on_camera_status: Callable[[CameraStatus], None] | None = None
     on_microphone_status: Callable[[], None] | None = None  # the microphone's state changed (ok / failed / ...)
     on_progress: Callable[[str], None] | None = None  # "capture" after every frame the motion gate checked
+    on_frame: Callable[[str, Frame], Awaitable[None]] | None = None  # a camera's newest frame, every frame_publish_s
     # wraps each blocking open/read of a source (the systemd watchdog's busy(), set by the app)
     busy: Callable[[str], AbstractContextManager[object]] = lambda _stage: nullcontext()
     stop_threads: threading.Event = field(default_factory=threading.Event)
@@ -86,6 +87,8 @@ class Capture:
             supervisor.start(f"camera:{name}", partial(run_in_thread, f"capture-{name}", run, camera.interrupt))
             if camera_config.motion.enabled:
                 supervisor.start(f"motion:{name}", partial(self._motion, camera_config, slot))
+            if camera_config.frame_publish_s > 0:
+                supervisor.start(f"frames:{name}", partial(self._publish_frames, camera_config, slot, camera))
         if self.config.microphone is not None:
             self._start_microphone(supervisor, loop)
 
@@ -162,6 +165,22 @@ class Capture:
                 if self.on_motion is not None:
                     self.on_motion(result)
                 self._arm_on_motion(config.name)
+
+    async def _publish_frames(self, config: CameraConfig, slot: LatestFrame, camera: Camera) -> None:
+        """Hand the newest frame to `on_frame` at most every `frame_publish_s` while the camera is `ok` (a frame
+        already handed over is not handed again; until the first, look every second)."""
+        handed = None
+        while True:
+            frame = slot.latest()
+            if (
+                self.on_frame is not None
+                and frame is not None
+                and frame.index != handed
+                and camera.status.state == "ok"
+            ):
+                handed = frame.index
+                await self.on_frame(config.name, frame)
+            await asyncio.sleep(config.frame_publish_s if handed is not None else min(1.0, config.frame_publish_s))
 
     def latest_frame(self, camera: str) -> Frame | None:
         """The newest frame of a camera (None before the first, or for an unknown camera)."""

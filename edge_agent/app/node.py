@@ -8,6 +8,9 @@ import logging
 import time
 from collections.abc import Callable
 
+import cv2
+import numpy as np
+
 from edge_agent import __version__
 from edge_agent.agent.core import Agent
 from edge_agent.agent.tool_host import LinkToolHost
@@ -18,13 +21,24 @@ from edge_agent.health.degrade import DegradationLadder, DegradationState, Limit
 from edge_agent.health.probes import Probes
 from edge_agent.health.report import read_health
 from edge_agent.health.systemd import SystemdNotifier
-from edge_agent.messages import MotionResult, Utterance
+from edge_agent.messages import Frame, MotionResult, Utterance
 from edge_agent.sinks.metrics import open_metrics
 from edge_agent.sinks.mqtt import MqttLink
 from edge_agent.sources.camera import CameraStatus
 from edge_agent.tools import Toolbox
 
 log = logging.getLogger("edge_agent.app")
+FRAME_WIDTH = 640  # frames published for Home Assistant's image entity are scaled down to at most this width
+FRAME_QUALITY = 70
+
+
+def preview_jpeg(image: np.ndarray, width: int = FRAME_WIDTH, quality: int = FRAME_QUALITY) -> bytes | None:
+    """A JPEG of `image` scaled down to at most `width` pixels wide (None if it cannot be encoded)."""
+    if image.shape[1] > width:
+        height = max(1, round(image.shape[0] * width / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes() if ok else None
 
 
 def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:
@@ -67,6 +81,7 @@ class Node:
         capture.on_motion_change = self.motion_changed
         capture.on_utterance = self.heard
         capture.on_camera_status = self.camera_status
+        capture.on_frame = self.publish_frame
         link.on_spool_change.append(self.publish_state)  # the spool's file became (un)writable
 
     def state(self) -> dict[str, object]:
@@ -133,6 +148,17 @@ class Node:
     def camera_status(self, status: CameraStatus) -> None:
         """A camera changed state (ok / reconnecting / failed / ended)."""
         self.publish_state()
+
+    async def publish_frame(self, camera: str, frame: Frame) -> None:
+        """Publish a camera's newest frame, downscaled, retained on `camera/<name>/frame` while connected; like
+        `state` it is a latest value, so it is never spooled."""
+        if not self.link.connected.is_set():
+            return
+        jpeg = await asyncio.to_thread(preview_jpeg, frame.image)
+        if jpeg is None:
+            log.warning("camera %s: cannot encode frame %d as JPEG; not published", camera, frame.index)
+            return
+        self.link.publish_state(f"camera/{camera}/frame", jpeg)
 
     def motion_changed(self, result: MotionResult) -> None:
         """Motion started or stopped on a camera."""

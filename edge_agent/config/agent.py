@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -9,6 +10,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edge_agent.config.base import Identifier, Section, Topic
+from edge_agent.config.ha_device_classes import BINARY_SENSOR_DEVICE_CLASSES, SENSOR_DEVICE_CLASSES
 from edge_agent.config.model import ImageBudget
 
 
@@ -48,6 +50,11 @@ class WatchTaskConfig(Section):
     deadline_s: float = Field(
         default=60.0, gt=0, le=3600, description="Give up on an answer not finished this long after the trigger."
     )
+    device_class: str | None = Field(
+        default=None,
+        description="Home Assistant device class of the task's entity: a binary_sensor class for a boolean answer "
+        "(e.g. garage_door shows Open/Closed), a numeric sensor class for a number answer.",
+    )
 
     @field_validator("answer")
     @classmethod
@@ -58,6 +65,23 @@ class WatchTaskConfig(Section):
     def _has_a_trigger(self) -> WatchTaskConfig:
         if not self.on_motion and self.interval_s is None:
             raise ValueError("a watch task needs 'on_motion: true' or an 'interval_s'")
+        return self
+
+    @model_validator(mode="after")
+    def _device_class_fits_the_answer(self) -> WatchTaskConfig:
+        if self.device_class is None:
+            return self
+        kind = self.answer.get("type")
+        if kind == "boolean":
+            allowed, entity = BINARY_SENSOR_DEVICE_CLASSES, "binary_sensor"
+        elif kind in ("number", "integer") and "enum" not in self.answer:
+            allowed, entity = SENSOR_DEVICE_CLASSES, "numeric sensor"
+        else:
+            raise ValueError("device_class needs a boolean or number answer (an enum or text answer has none)")
+        if self.device_class not in allowed:
+            close = get_close_matches(self.device_class, sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"device_class '{self.device_class}' is not a Home Assistant {entity} class{hint}")
         return self
 
 

@@ -106,11 +106,25 @@ class CameraConfig(Section):
         "frame intervals (2/fps) when that is longer.",
     )
     motion: MotionConfig = Field(default_factory=MotionConfig, description="The motion gate of this camera.")
+    frame_publish_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=86400,
+        description="Publish a downscaled JPEG of the newest frame (retained, on camera/<name>/frame, Home "
+        "Assistant's image entity) at most this often while connected: 0 = never, else at least 1 s.",
+    )
 
     @property
     def frame_age_limit_s(self) -> float:
         """The oldest frame an answer may use: `max_frame_age_s`, else 10 s or two frame intervals."""
         return self.max_frame_age_s if self.max_frame_age_s is not None else max(10.0, 2.0 / self.fps)
+
+    @field_validator("frame_publish_s")
+    @classmethod
+    def _off_or_bounded(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (off) or at least 1 second")
+        return value
 
     @field_validator("source")
     @classmethod

@@ -4,57 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import Config
-from edge_agent.config.agent import VoiceTaskConfig, WatchTaskConfig
+from edge_agent.sinks.ha_entities import Topics, cameras, microphone, sensor, tasks
 
 ORIGIN = {"name": "edge-agent", "sw": __version__, "url": "https://github.com/edge-agent/edge-agent"}
 EVENT_TYPES = ["answer", "voice_command"]
 TEXT_MAX = 255  # Home Assistant's longest state
-STATE_MAX = 250  # sensor states are cut to fit Home Assistant's 255 characters
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Every topic of one node, under `<mqtt.base_topic>/<device.id>/`."""
-
-    base: str
-
-    @classmethod
-    def of(cls, config: Config) -> Topics:
-        """The topics for a config."""
-        return cls(f"{config.mqtt.base_topic}/{config.device.id}")
-
-    def sub(self, suffix: str) -> str:
-        """`<base>/<suffix>`."""
-        return f"{self.base}/{suffix}"
-
-    @property
-    def availability(self) -> str:
-        """Retained `online` / `offline`."""
-        return self.sub("availability")
-
-    @property
-    def state(self) -> str:
-        """Retained JSON: what the node is and does."""
-        return self.sub("state")
-
-    @property
-    def health(self) -> str:
-        """Retained JSON: temperature, memory, spool."""
-        return self.sub("health")
-
-    @property
-    def event(self) -> str:
-        """Non-retained JSON events for Home Assistant's event entity."""
-        return self.sub("event")
-
-    def task(self, name: str) -> str:
-        """Results of one task."""
-        return self.sub(f"task/{name}")
+__all__ = ["Topics", "components", "device_payload", "discovery_messages", "discovery_topic", "platforms"]
 
 
 def discovery_topic(config: Config) -> str:
@@ -62,16 +21,12 @@ def discovery_topic(config: Config) -> str:
     return f"{config.mqtt.discovery_prefix}/device/{config.device.id}/config"
 
 
-def _sensor(uid: str, name: str, topic: str, template: str, **extra: Any) -> dict[str, Any]:
-    return {"p": "sensor", "name": name, "unique_id": uid, "state_topic": topic, "value_template": template, **extra}
-
-
 def _node_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
     uid = config.device.id
     diagnostic = {"entity_category": "diagnostic"}
     measure = {"state_class": "measurement", **diagnostic}
     return {
-        "cpu_temperature": _sensor(
+        "cpu_temperature": sensor(
             f"{uid}_cpu_temperature",
             "CPU temperature",
             topics.health,
@@ -80,7 +35,7 @@ def _node_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             unit_of_measurement="°C",
             **measure,
         ),
-        "memory_available": _sensor(
+        "memory_available": sensor(
             f"{uid}_memory_available",
             "Memory available",
             topics.health,
@@ -89,7 +44,7 @@ def _node_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             unit_of_measurement="MB",
             **measure,
         ),
-        "model": _sensor(
+        "model": sensor(
             f"{uid}_model",
             "Model",
             topics.state,
@@ -97,7 +52,7 @@ def _node_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             icon="mdi:brain",
             **diagnostic,
         ),
-        "degradation": _sensor(
+        "degradation": sensor(
             f"{uid}_degradation",
             "Degradation",
             topics.state,
@@ -115,10 +70,10 @@ def _queue_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
     diagnostic = {"entity_category": "diagnostic"}
     measure = {"state_class": "measurement", **diagnostic}
     return {
-        "queue_depth": _sensor(
+        "queue_depth": sensor(
             f"{uid}_queue_depth", "Requests waiting", topics.health, "{{ value_json.agent.queue_depth }}", **measure
         ),
-        "decode_speed": _sensor(
+        "decode_speed": sensor(
             f"{uid}_decode_speed",
             "Decode speed",
             topics.health,
@@ -127,10 +82,10 @@ def _queue_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             icon="mdi:speedometer",
             **measure,
         ),
-        "spool_depth": _sensor(
+        "spool_depth": sensor(
             f"{uid}_spool_depth", "Spooled results", topics.health, "{{ value_json.spool_depth }}", **measure
         ),
-        "spool_dropped": _sensor(
+        "spool_dropped": sensor(
             f"{uid}_spool_dropped",
             "Dropped results",
             topics.health,
@@ -139,7 +94,7 @@ def _queue_sensors(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             **diagnostic,
         ),
         "spool_problem": {  # on while the spool file cannot be written (results wait in memory)
-            **_sensor(
+            **sensor(
                 f"{uid}_spool_problem",
                 "Spool problem",
                 topics.health,
@@ -206,49 +161,11 @@ def _listen(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
     }
 
 
-def _answer_entity(uid: str, task: WatchTaskConfig, topic: str) -> dict[str, Any]:
-    schema = task.answer
-    name = task.name.replace("_", " ").capitalize()
-    if schema.get("type") == "boolean":
-        template = "{{ 'ON' if value_json.value else 'OFF' }}"
-        return {"p": "binary_sensor", "name": name, "unique_id": uid, "state_topic": topic, "value_template": template}
-    if "enum" in schema:
-        options = [str(option) for option in schema["enum"]]
-        return _sensor(uid, name, topic, "{{ value_json.value }}", device_class="enum", options=options)
-    if schema.get("type") in ("number", "integer"):
-        return _sensor(uid, name, topic, "{{ value_json.value }}", state_class="measurement")
-    return _sensor(
-        uid,
-        name,
-        topic,
-        f"{{{{ value_json.value | string | truncate({STATE_MAX}) }}}}",
-        json_attributes_topic=topic,
-        json_attributes_template="{{ {'text': value_json.value} | tojson }}",
-    )
-
-
-def _tasks(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
-    components: dict[str, dict[str, Any]] = {}
-    for task in config.tasks:
-        if isinstance(task, VoiceTaskConfig):
-            continue  # voice commands arrive on the shared `answer` event entity
-        uid = f"{config.device.id}_task_{task.name}"
-        components[f"task_{task.name}"] = _answer_entity(uid, task, topics.task(task.name))
-        if task.snapshot:
-            components[f"task_{task.name}_snapshot"] = {
-                "p": "image",
-                "name": f"{task.name.replace('_', ' ').capitalize()} snapshot",
-                "unique_id": f"{uid}_snapshot",
-                "image_topic": topics.sub(f"task/{task.name}/snapshot"),
-                "content_type": "image/jpeg",
-            }
-    return components
-
-
 def components(config: Config) -> dict[str, dict[str, Any]]:
     """Every entity of this node, keyed by component id."""
     topics = Topics.of(config)
-    return {**_diagnostics(config, topics), **_controls(config, topics), **_tasks(config, topics)}
+    inputs = cameras(config, topics) | microphone(config, topics) | tasks(config, topics)
+    return {**_diagnostics(config, topics), **_controls(config, topics), **inputs}
 
 
 def device_payload(config: Config, cmps: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -262,7 +179,7 @@ def device_payload(config: Config, cmps: Mapping[str, Mapping[str, Any]]) -> dic
             "sw": __version__,
         },
         "o": dict(ORIGIN),
-        "avty_t": Topics.of(config).availability,
+        "avty": [{"t": Topics.of(config).availability}],  # per component, task entities add their own
         "qos": 1,
         "cmps": {key: dict(value) for key, value in cmps.items()},
     }

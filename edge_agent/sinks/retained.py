@@ -20,17 +20,19 @@ def watch_suffixes(name: str, snapshot: bool) -> list[str]:
 
 
 def retained_suffixes(config: Config) -> list[str]:
-    """The retained task topics (suffixes under the node's base topic) that `config` publishes."""
-    return [
+    """The retained task and camera-frame topics (suffixes under the node's base topic) that `config` publishes."""
+    tasks = [
         suffix
         for task in config.tasks
         if isinstance(task, WatchTaskConfig)
         for suffix in watch_suffixes(task.name, task.snapshot)
     ]
+    return tasks + [f"camera/{camera.name}/frame" for camera in config.cameras if camera.frame_publish_s > 0]
 
 
 def _from_discovery(note: str | None) -> list[str]:
-    """The task topics behind the Home Assistant entities last announced (a node that kept no list of its own)."""
+    """The task and camera-frame topics behind the Home Assistant entities last announced (a node that kept no list
+    of its own)."""
     try:
         announced = json.loads(note or "{}")
     except ValueError:
@@ -39,7 +41,11 @@ def _from_discovery(note: str | None) -> list[str]:
         return []
     suffixes = []
     for key, platform in announced.items():
-        name = str(key)[len("task_") :]
+        text = str(key)
+        if text.startswith("camera_") and text.endswith("_frame") and platform == "image":
+            suffixes.append(f"camera/{text[len('camera_') : -len('_frame')]}/frame")
+            continue
+        name = text[len("task_") :]
         if not str(key).startswith("task_"):
             continue
         if platform == "image" and name.endswith("_snapshot"):

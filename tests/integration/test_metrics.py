@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.request
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 from rig.broker import Mosquitto, free_port
 from rig.daemon import Daemon
+from rig.subscriber import Subscriber
+
+from edge_agent.sinks.metrics import HEALTH_GAUGES
 
 REPO = Path(__file__).resolve().parents[2]
+GAUGES = {key: name for key, (name, _help, _factor) in HEALTH_GAUGES.items()}
 
 
 def scrape(port: int, wanted: str, timeout_s: float = 30.0) -> str:
@@ -41,6 +46,7 @@ def test_metrics_on_localhost(mosquitto: Mosquitto, write_config: Callable[[str]
         health: {{interval_s: 0.5, prometheus_port: {port}}}
         """
     )
+    health = Subscriber(mosquitto.host, mosquitto.port, ["edge_agent/node1/health"])
     daemon = Daemon(config)
     try:
         text = scrape(port, 'edge_agent_camera_up{camera="garage"} 1.0')
@@ -48,8 +54,14 @@ def test_metrics_on_localhost(mosquitto: Mosquitto, write_config: Callable[[str]
         assert "edge_agent_spool_depth" in text and "edge_agent_process_resident_bytes" in text
         rss = next(line for line in text.splitlines() if line.startswith("edge_agent_process_resident_bytes "))
         assert float(rss.split()[1]) > 10 * 2**20
+        report = json.loads(health.wait_for(lambda messages: len(messages) >= 1)[-1].payload)
+        unknown = [key for key, value in report.items() if value is None and key in GAUGES]
+        text = scrape(port, "edge_agent_spool_depth")
+        for key in unknown:  # what the node cannot measure is absent, not a 0
+            assert f"{GAUGES[key]} " not in text and f"{GAUGES[key]}{{" not in text, key
     finally:
         assert daemon.stop() == 0
+        health.close()
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):  # nothing serves it after shutdown
         probe.connect(("127.0.0.1", port))
 

@@ -10,7 +10,14 @@ from jsonschema import Draft202012Validator
 
 SCHEMA = json.loads((Path(__file__).parent / "ha_mqtt_discovery.schema.json").read_text())
 # From HA core components/mqtt/abbreviations.py: the abbreviations HA expands before validating.
-ROOT = {"dev": "device", "o": "origin", "cmps": "components", "avty_t": "availability_topic", "avty": "availability"}
+ROOT = {
+    "dev": "device",
+    "o": "origin",
+    "cmps": "components",
+    "avty_t": "availability_topic",
+    "avty": "availability",
+    "avty_mode": "availability_mode",
+}
 COMPONENT = {
     "p": "platform",
     "uniq_id": "unique_id",
@@ -26,7 +33,10 @@ COMPONENT = {
     "json_attr_t": "json_attributes_topic",
     "json_attr_tpl": "json_attributes_template",
     "avty_t": "availability_topic",
+    "avty": "availability",
+    "avty_mode": "availability_mode",
 }
+AVAILABILITY = {"t": "topic", "pl_avail": "payload_available", "pl_not_avail": "payload_not_available"}
 DEVICE = {"ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model", "sw": "sw_version"}
 ORIGIN = {"sw": "sw_version", "url": "support_url"}
 
@@ -38,9 +48,20 @@ def expand(payload: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), dict):
             out[key] = {names.get(k, k): v for k, v in out[key].items()}
     out["components"] = {
-        key: {COMPONENT.get(k, k): v for k, v in value.items()} for key, value in out["components"].items()
+        key: _availability({COMPONENT.get(k, k): v for k, v in value.items()})
+        for key, value in out["components"].items()
     }
-    return out
+    return _availability(out)
+
+
+def _availability(entity: dict[str, Any]) -> dict[str, Any]:
+    """Expand the abbreviations inside an `availability` list (HA does this for each item)."""
+    if isinstance(entity.get("availability"), list):
+        entity["availability"] = [
+            {AVAILABILITY.get(k, k): v for k, v in item.items()} if isinstance(item, dict) else item
+            for item in entity["availability"]
+        ]
+    return entity
 
 
 def check(payload: bytes) -> dict[str, Any]:

@@ -52,6 +52,7 @@ def test_watch_tasks_publish_answer_availability_and_snapshot_retained(config: C
         "task/gate/snapshot",
         "task/door_snapshot",
         "task/door_snapshot/availability",
+        "camera/yard/frame",  # frame_publish_s: 10 by default
     ]
 
 
