@@ -24,9 +24,11 @@ $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 	$(BIN)/pip install --quiet -e '.[test,ansible]'
 	touch $@
 
+# DEMO_SECONDS=N: how long the daemon runs; DEMO_KEEP_BROKER=1: leave the broker and a node running afterwards
+# (the demo prints the mosquitto_rr line to ask it and the kill line to stop both).
 demo: $(VENV)/.runtime
 	bash deploy/os-deps.sh demo
-	$(BIN)/python deploy/demo/run_demo.py --seconds $(DEMO_SECONDS)
+	DEMO_KEEP_BROKER=$(DEMO_KEEP_BROKER) $(BIN)/python deploy/demo/run_demo.py --seconds $(DEMO_SECONDS)
 
 test: lint typecheck pytest test-py310
 

@@ -9,6 +9,7 @@ from typing import Any
 from edge_agent.agent.model_host import LoadedModel
 from edge_agent.agent.scheduler import JobContext, JobRefusedError
 from edge_agent.agent.stream import TextStream
+from edge_agent.config.advice import TOOL_CALL_MIN_TOKENS as CALL_TOKENS  # least budget of a step that may call a tool
 from edge_agent.model.runtime.answer import Answer, Question
 from edge_agent.model.runtime.context import Conversation
 from edge_agent.model.runtime.generate import GenerationSettings
@@ -18,7 +19,6 @@ from edge_agent.tools import Toolbox, ToolOutcome
 
 _CALL_BLOCK = re.compile(r"<\|tool_call>.*?(<tool_call\|>|$)", re.DOTALL)
 _INTERRUPTED = {"cancelled": "stopping", "deadline": "deadline"}
-CALL_TOKENS = 128  # least budget of a step that may call a tool: a call cut short is lost
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
@@ -37,17 +38,28 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     return path
 
 
+def _hidden_from_the_service(path: Path) -> str:
+    """Why a path under /home may be missing when the systemd unit (ProtectHome=yes) reads the config, or ''."""
+    if "INVOCATION_ID" not in os.environ:  # not run by systemd
+        return ""
+    if any(Path(hidden) in path.parents for hidden in ("/home", "/root", "/run/user")):
+        return (
+            " (the edge-agent unit sets ProtectHome=yes, which hides /home from the service: use /var/lib/edge-agent)"
+        )
+    return ""
+
+
 def _existing_file(path: Path, info: ValidationInfo) -> Path:
     path = _resolve(path, info)
     if not path.is_file():
-        raise ValueError(f"file not found: {path}")
+        raise ValueError(f"file not found: {path}{_hidden_from_the_service(path)}")
     return path
 
 
 def _existing_dir(path: Path, info: ValidationInfo) -> Path:
     path = _resolve(path, info)
     if not path.is_dir():
-        raise ValueError(f"directory not found: {path}")
+        raise ValueError(f"directory not found: {path}{_hidden_from_the_service(path)}")
     return path
 
 

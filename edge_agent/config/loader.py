@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from edge_agent.config.errors import describe_error, error_path
+from edge_agent.config.errors import describe_error, error_path, expects_boolean
+from edge_agent.config.partial import partial_cross_check
 from edge_agent.config.schema import Config, KeyPath, cross_check
 
+log = logging.getLogger(__name__)
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -49,21 +53,42 @@ def format_path(path: KeyPath) -> str:
     return text
 
 
-def _line_map(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], dupes: list[KeyPath]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            child = (*path, key)
-            if key in seen:
-                dupes.append(child)
-            seen.add(key)
-            lines[child] = key_node.start_mark.line + 1
-            _line_map(value_node, child, lines, dupes)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.setdefault((*path, index), item.start_mark.line + 1)
-            _line_map(item, (*path, index), lines, dupes)
+@dataclass
+class _SourceMap:
+    """What the YAML text says beyond the data: each key's line, duplicate keys, and YAML 1.1 booleans."""
+
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    dupes: list[KeyPath] = field(default_factory=list)
+    word_booleans: dict[KeyPath, tuple[str, int]] = field(default_factory=dict)  # unquoted ON/off/yes/No
+
+    def walk(self, node: yaml.Node, path: KeyPath = ()) -> None:
+        """Record the nodes under `node`."""
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*path, key)
+                if key in seen:
+                    self.dupes.append(child)
+                seen.add(key)
+                self.lines[child] = key_node.start_mark.line + 1
+                self.walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.lines.setdefault((*path, index), item.start_mark.line + 1)
+                self.walk(item, (*path, index))
+        elif node.tag == _BOOL_TAG and str(node.value).lower() not in ("true", "false"):
+            self.word_booleans[path] = (str(node.value), node.start_mark.line + 1)
+
+    def boolean_hint(self, path: KeyPath, data: Any) -> str:
+        """Why a problem at `path` may come from an unquoted ON/OFF/yes/no under it (or at it), or ''; not for
+        keys that take a boolean (`on_motion: off` is meant)."""
+        for where, (word, line) in self.word_booleans.items():
+            if expects_boolean(where, data):
+                continue
+            if where[: len(path)] == path or path[: len(where)] == where:
+                return f' (YAML reads unquoted ON/OFF/yes/no as booleans: quote them, e.g. "{word}" on line {line})'
+        return ""
 
 
 def _line_of(path: KeyPath, lines: Mapping[KeyPath, int]) -> int | None:
@@ -105,10 +130,8 @@ def _join(texts: list[str]) -> str:
     return "; ".join(texts)
 
 
-def parse_config(
-    text: str, source: str = "<config>", base_dir: Path | None = None, env: Mapping[str, str] | None = None
-) -> Config:
-    """Validate config text; raises ConfigError listing every problem with its key path and line."""
+def _compose(text: str, source: str) -> tuple[dict[str, Any], _SourceMap]:
+    """The data of the YAML text and its source map; a syntax error or a non-mapping is a ConfigError."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -117,47 +140,73 @@ def parse_config(
         problem = getattr(exc, "problem", None) or str(exc)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(source, [ConfigIssue("", f"YAML syntax error: {problem}", line)]) from None
-    lines: dict[KeyPath, int] = {}
-    dupes: list[KeyPath] = []
+    where = _SourceMap()
     if root is not None:
-        _line_map(root, (), lines, dupes)
+        where.walk(root)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigIssue("", "the file must be a mapping of sections", 1)])
-    issues = [ConfigIssue(format_path(p), "duplicate key", lines.get(p)) for p in dupes]
+    return data, where
+
+
+def _validation_problems(exc: ValidationError, data: Any) -> list[tuple[KeyPath, str]]:
+    """One problem per key path, the messages of a union's members merged."""
+    messages: dict[KeyPath, list[str]] = {}
+    for error in exc.errors():
+        path = error_path(error, data)
+        text = describe_error(error, path, data)
+        if text not in messages.setdefault(path, []):
+            messages[path].append(text)
+    return [(path, _join(texts)) for path, texts in messages.items()]
+
+
+def _overlaps(path: KeyPath, others: list[KeyPath]) -> bool:
+    """Whether `path` is one of `others`, inside one, or holds one."""
+    return any(path[: len(other)] == other or other[: len(path)] == path for other in others)
+
+
+def parse_config(
+    text: str, source: str = "<config>", base_dir: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config text; raises ConfigError listing every problem (syntax aside, all in one pass: unset
+    environment variables, invalid values and cross-references) with its key path and line."""
+    data, where = _compose(text, source)
+    problems: list[tuple[KeyPath, str]] = [(p, "duplicate key") for p in where.dupes]
     missing: list[tuple[KeyPath, str]] = []
     data = _substitute(data, (), os.environ if env is None else env, missing)
-    issues += [
-        ConfigIssue(format_path(p), f"environment variable {name} is not set", _line_of(p, lines))
-        for p, name in missing
-    ]
-    if issues:
-        raise ConfigError(source, issues)
+    problems += [(p, f"environment variable {name} is not set") for p, name in missing]
+    context = {"base_dir": base_dir}
+    config: Config | None = None
     try:
-        config = Config.model_validate(data, context={"base_dir": base_dir})
+        config = Config.model_validate(data, context=context)
     except ValidationError as exc:
-        messages: dict[KeyPath, list[str]] = {}
-        for error in exc.errors():
-            path = error_path(error, data)
-            text = describe_error(error, path)
-            if text not in messages.setdefault(path, []):
-                messages[path].append(text)
-        for path, texts in messages.items():
-            issues.append(ConfigIssue(format_path(path), _join(texts), _line_of(path, lines)))
-        raise ConfigError(source, issues) from None
-    problems = cross_check(config)
+        unset = [p for p, _ in missing]  # an unset variable reads as '': its key's own errors say nothing more
+        problems += [(p, m) for p, m in _validation_problems(exc, data) if not _overlaps(p, unset)]
+    cross = cross_check(config) if config is not None else partial_cross_check(data, context)
+    reported = [p for p, _ in problems]
+    problems += [(p, m) for p, m in cross if config is not None or not _overlaps(p, reported)]
     if problems:
-        raise ConfigError(source, [ConfigIssue(format_path(p), msg, _line_of(p, lines)) for p, msg in problems])
+        issues = [
+            ConfigIssue(format_path(p), m + where.boolean_hint(p, data), _line_of(p, where.lines)) for p, m in problems
+        ]
+        raise ConfigError(source, issues)
+    assert config is not None
     return config
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file; relative paths inside it are taken from its directory."""
+    """Read and validate a config file (relative paths inside it are taken from its directory); a valid file that
+    will not do what it seems to say is logged at WARNING."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(str(file), [ConfigIssue("", f"cannot read the file: {reason}", None)]) from None
-    return parse_config(text, source=file.name, base_dir=file.resolve().parent, env=env)
+    config = parse_config(text, source=file.name, base_dir=file.resolve().parent, env=env)
+    from edge_agent.config.advice import config_warnings
+
+    for warning in config_warnings(config, file):
+        log.warning("%s: %s", file.name, warning)
+    return config

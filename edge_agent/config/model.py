@@ -34,7 +34,13 @@ class ModelConfig(Section):
     max_context: int = Field(
         default=4096, ge=64, le=131072, description="Longest prompt + answer in tokens (sizes the KV cache)."
     )
-    max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Longest answer in tokens.")
+    max_new_tokens: int = Field(
+        default=256,
+        ge=1,
+        le=8192,
+        description="Longest answer in tokens; a generation step that may call a tool gets at least 128, so that no "
+        "call is cut short.",
+    )
     image_budget: ImageBudget = Field(
         default=280, description="Image soft tokens per frame: 70, 140, 280, 560 or 1120."
     )

@@ -107,6 +107,14 @@ async def simulate(config: Config, machine: Machine, minutes: float) -> tuple[No
     link = MqttLink(config.mqtt, config.device.id, open_spool(config.mqtt))
     node = Node(config, link, Capture(config), Probes(machine.root, vcgencmd=None), clock=lambda: now[0])
     machine.node = node
+    probes_memory = node.agent.memory
+    assert probes_memory is not None  # admission reads the same memory view as the ladder
+
+    def memory_now() -> object:  # the machine's memory follows the model in place, also during a swap
+        machine.update()
+        return probes_memory()
+
+    node.agent.memory = memory_now  # type: ignore[assignment]
     link.start()
     scheduler = asyncio.create_task(node.agent.scheduler.serve())
     loaded, levels = [], []

@@ -222,9 +222,10 @@ def test_confirmations_restricted_to_a_topic_and_a_user_property_and_read_values
         # mqtt_read: a 100 kB value reaches the model as 64 characters and a marker
         watch.client.publish(f"{base}/listen", "PRESS", qos=1).wait_for_publish(10)
         watch.wait_for(lambda _: bool(watch.on(f"{base}/task/voice")), timeout_s=90)
-        (call,) = payloads(watch, f"{base}/task/voice")[0]["tool_calls"]
-        assert call["tool"] == "door_state" and call["status"] == "ok"
-        assert call["result"]["value"] == huge[:64].decode() + f"...[truncated: {len(huge)} bytes in all]"
+        calls = payloads(watch, f"{base}/task/voice")[0]["tool_calls"]  # the only tool; a random model may repeat it
+        assert calls and all(call["tool"] == "door_state" and call["status"] == "ok" for call in calls)
+        for call in calls:
+            assert call["result"]["value"] == huge[:64].decode() + f"...[truncated: {len(huge)} bytes in all]"
 
         # SIGHUP: confirmations now only on an admin topic, with a user property whose value is a secret
         restricted = ", confirm_topic: " + admin + ", confirm_user_property: {x-confirm-token: '${CONFIRM_TOKEN}'}"

@@ -7,6 +7,7 @@ is left alone (`edge_agent_manage_service: false`: no systemd as PID 1 here), so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -60,6 +61,7 @@ class Deployment:
     release_after_rollback: Path
     rollback_run: subprocess.CompletedProcess[str]
     mqtt_gate_run: subprocess.CompletedProcess[str]
+    model_before_rollback: set[tuple[str, str]]
 
 
 def _ansible_env(tmp: Path) -> dict[str, str]:
@@ -201,6 +203,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
         # venv link back on the release that ran before.
         venv = root / "opt/edge-agent/venv"
         release_before = venv.resolve()
+        model_before = _manifest_files(root / "var/lib/edge-agent/models/tiny-gemma4")
         other = tmp / "dist2" / wheel.name
         other.parent.mkdir()
         shutil.copy(wheel, other)
@@ -228,6 +231,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
             release_after_rollback=venv.resolve(),
             rollback_run=rollback,
             mqtt_gate_run=mqtt_gate,
+            model_before_rollback=model_before,
         )
     finally:
         server.stop()
@@ -286,14 +290,23 @@ def test_failed_health_gate_rolls_back(deployment: Deployment) -> None:
     assert deployment.release_after_rollback == deployment.release_before_rollback
     assert "Roll back - put back the model this run replaced" in output
     models = deployment.root / "var/lib/edge-agent/models"
-    assert _manifest_paths(models / "tiny-gemma4") == _manifest_paths(MODEL), "the model it replaced is back"
-    assert _manifest_paths(models / "tiny-gemma4.failed") == _manifest_paths(OTHER_MODEL)
+    # the pulls take the q4 variant's files only: the model in place is the one before, file for file
+    assert _manifest_files(models / "tiny-gemma4") == deployment.model_before_rollback, "the model it replaced is back"
+    assert "onnx/vision_encoder_q4.onnx" in _manifest_paths(models / "tiny-gemma4")  # MODEL sees
+    failed = _manifest_paths(models / "tiny-gemma4.failed")
+    assert failed <= _manifest_paths(OTHER_MODEL) and not any("vision" in path for path in failed)  # OTHER_MODEL
     releases = sorted(p.name for p in deployment.release_before_rollback.parent.iterdir())
     assert len(releases) == 2, releases  # the failed build stays for inspection until it is pruned
 
 
 def _manifest_paths(model_dir: Path) -> set[str]:
-    return {entry["path"] for entry in json.loads((model_dir / "manifest.json").read_text())["files"]}
+    return {path for path, _ in _manifest_files(model_dir)}
+
+
+def _manifest_files(model_dir: Path) -> set[tuple[str, str]]:
+    """(path, sha256) of every file the model's manifest lists."""
+    files = json.loads((model_dir / "manifest.json").read_text())["files"]
+    return {(entry["path"], entry["sha256"]) for entry in files}
 
 
 def test_layout_on_the_target(deployment: Deployment) -> None:
@@ -375,3 +388,101 @@ def test_playbook_syntax(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _local_node(tmp_path: Path) -> tuple[dict[str, object], Path]:
+    """The recipe of ansible/inventory.localhost.yml (ansible_connection=local) with every path in tmp_path and
+    a release already in place: a package file whose release links to this project's venv."""
+    root = tmp_path / "target"
+    for directory in ("etc/edge-agent", "opt/edge-agent/releases", "opt/edge-agent/dist", "var/lib/edge-agent/models"):
+        (root / directory).mkdir(parents=True)
+    package = tmp_path / "edge_agent_node-0.0.0-py3-none-any.whl"
+    package.write_bytes(b"a stand-in: the release it names is this project's venv")
+    digest = hashlib.sha1(package.read_bytes()).hexdigest()[:12]
+    (root / f"opt/edge-agent/releases/{package.stem}-{digest}").symlink_to(sys.prefix)
+    inventory = yaml.safe_load((ANSIBLE_DIR / "inventory.localhost.yml").read_text())
+    host = inventory["edge_nodes"]["hosts"]["localhost"]
+    assert host["ansible_connection"] == "local"
+    host.update(
+        edge_agent_package_src=str(package),
+        edge_agent_install_prefix=str(root / "opt/edge-agent"),
+        edge_agent_config_dir=str(root / "etc/edge-agent"),
+        edge_agent_state_dir=str(root / "var/lib/edge-agent"),
+        edge_agent_systemd_dir=str(root / "etc/systemd/system"),
+        edge_agent_udev_rules_dir=str(root / "etc/udev/rules.d"),
+        edge_agent_manage_service=False,
+        edge_agent_manage_udev=False,
+        edge_agent_group="root",
+        edge_agent_model_method="none",
+        edge_agent_model_path=str(MODEL),
+        edge_agent_health_gate="none",
+    )
+    return inventory, root
+
+
+def _play_local(tmp_path: Path, inventory: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"inventory-{len(list(tmp_path.glob('inventory-*')))}.json"
+    path.write_text(json.dumps(inventory))
+    command = [_require("ansible-playbook"), "-i", str(path), *args, str(ANSIBLE_DIR / "site.yml")]
+    return subprocess.run(command, env=_ansible_env(tmp_path / "ansible"), capture_output=True, text=True, timeout=300)
+
+
+RULE = 'SUBSYSTEM=="video4linux", ATTRS{idVendor}=="046d", ATTR{index}=="0", SYMLINK+="edge-agent/cam0", GROUP="video"'
+
+
+def test_try_it_on_this_machine_with_tags_names_and_inventory_errors(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the local run writes files owned by root; run it as root")
+    inventory, root = _local_node(tmp_path)
+    host = inventory["edge_nodes"]["hosts"]["localhost"]  # type: ignore[index]
+    host["edge_agent_cameras"] = [{"name": "garage", "source": "/dev/edge-agent/cam0", "fps": 2}]
+    task = {"kind": "watch", "name": "door", "camera": "garage", "question": "Is it open?", "interval_s": 60}
+    host["edge_agent_tasks"] = [task]
+
+    unnamed = _play_local(tmp_path, inventory, "--tags", "config")  # no rule makes /dev/edge-agent/cam0
+    assert unnamed.returncode != 0
+    assert "use /dev/edge-agent/cam0, which no rule in edge_agent_udev_rules creates" in unnamed.stdout
+
+    host["edge_agent_udev_rules"] = [RULE]
+    host["edge_agent_tasks"] = [{**task, "question": "", "intervall_s": 5}]
+    invalid = _play_local(tmp_path, inventory, "--tags", "config")
+    assert invalid.returncode != 0
+    failure = invalid.stdout[invalid.stdout.index("fix these variables") :]
+    assert "edge_agent_tasks[0].question: must not be empty" in failure
+    assert "edge_agent_tasks[0].intervall_s: unknown key (did you mean 'interval_s'?)" in failure
+    assert ".yaml:" not in failure.split("PLAY RECAP")[0]  # no temporary file and line of it
+    assert not (root / "etc/edge-agent/config.yaml").exists()
+
+    host["edge_agent_tasks"] = [task]
+    valid = _play_local(tmp_path, inventory, "--tags", "config,service")
+    assert valid.returncode == 0, valid.stdout[-4000:]
+    assert "Install the runtime OS packages" not in valid.stdout  # the install tag did not run
+    assert "pip" not in valid.stdout.lower().split("play recap")[0].replace("skipping", "")
+    config = yaml.safe_load((root / "etc/edge-agent/config.yaml").read_text())
+    assert config["cameras"][0]["source"] == "/dev/edge-agent/cam0"
+    assert RULE in (root / "etc/udev/rules.d/98-edge-agent-local.rules").read_text()
+    assert (root / "opt/edge-agent/venv").resolve() == Path(sys.prefix).resolve()
+
+
+def test_localhost_recipe_syntax(tmp_path: Path) -> None:
+    playbook = _require("ansible-playbook")
+    result = subprocess.run(
+        [playbook, "--syntax-check", "-i", str(ANSIBLE_DIR / "inventory.localhost.yml"), str(ANSIBLE_DIR / "site.yml")],
+        env=_ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tags = subprocess.run(
+        [playbook, "--list-tags", "-i", str(ANSIBLE_DIR / "inventory.localhost.yml"), str(ANSIBLE_DIR / "site.yml")],
+        env=_ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tags.returncode == 0, tags.stdout + tags.stderr
+    listed = re.search(r"TASK TAGS: \[(.*)\]", tags.stdout)
+    assert listed is not None and {"install", "model", "config", "service", "health"} <= {
+        t.strip() for t in listed.group(1).split(",")
+    }

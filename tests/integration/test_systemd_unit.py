@@ -95,3 +95,26 @@ def test_unit_has_the_required_keys() -> None:
     assert unit["Service.MemoryMax"]
     jetson = _settings(REPO / "deploy" / "edge-agent.service.d" / "jetson.conf")
     assert "/dev/nvmap rw" in jetson["Service.DeviceAllow"]
+
+
+def test_the_environment_file_has_one_name_everywhere() -> None:
+    [environment_file] = _settings(UNIT)["Service.EnvironmentFile"]
+    assert environment_file == "-/etc/edge-agent/environment"
+    install = (REPO / "deploy" / "install.sh").read_text()
+    assert 'put "$environment" "$config_dir/environment"' in install and "config_dir=/etc/edge-agent" in install
+    defaults = (REPO / "ansible/roles/edge_agent/defaults/main.yml").read_text()
+    assert 'edge_agent_environment_file: "{{ edge_agent_config_dir }}/environment"' in defaults
+    assert "edge_agent_config_dir: /etc/edge-agent" in defaults
+    documents = [REPO / "README.md", *sorted((REPO / "deploy").rglob("*.y*ml")), *sorted((REPO / "ansible").rglob("*"))]
+    other_names = [str(p.relative_to(REPO)) for p in documents if p.is_file() and "edge-agent.env" in p.read_text()]
+    assert other_names == [], "another name for /etc/edge-agent/environment"
+
+
+def test_documentation_and_swap_settings_say_what_is_true() -> None:
+    unit = _settings(UNIT)
+    # Documentation= may only name what a node has: nothing installs a README or a man page there.
+    assert "Unit.Documentation" not in unit
+    # The node never swaps (a paged-out model stalls the watchdog); the zram advice is for the rest of the system.
+    assert unit["Service.MemorySwapMax"] == ["0"]
+    text = UNIT.read_text()
+    assert "zram" in text and "ProtectHome=yes" in text

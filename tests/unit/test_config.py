@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -169,9 +170,35 @@ def test_unquoted_on_is_explained(write_config: WriteConfig, model_dir: Path) ->
             action: {{type: mqtt_publish, topic: z2m/light/set, payload: ON}}
         """
     )
+    assert issues_of(path) == [
+        "tools[0].action.payload: must be a string (got True) (YAML reads unquoted ON/OFF/yes/no as booleans: "
+        'quote them, e.g. "ON" on line 5) (config.yaml:5)'
+    ]
+
+
+def test_an_unquoted_on_off_enum_names_the_yaml_cause(write_config: WriteConfig, model_dir: Path) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        tools:
+          - name: light
+            description: Switch the light.
+            parameters: {{type: object, properties: {{state: {{type: string, enum: [ON, OFF]}}}}}}
+            action: {{type: mqtt_publish, topic: z2m/light/set, payload: x}}
+        """
+    )
     [issue] = issues_of(path)
-    assert issue.startswith("tools[0].action.payload: must be a string (YAML read True")
-    assert issue.endswith("(config.yaml:5)")
+    assert issue.startswith("tools[0].parameters: tool 'light': a string 'enum' that is not a list of strings")
+    assert issue.endswith(
+        '(YAML reads unquoted ON/OFF/yes/no as booleans: quote them, e.g. "ON" on line 5) (config.yaml:5)'
+    )
+    quoted = write_config(path.read_text().replace("[ON, OFF]", '["ON", "OFF"]'), name="quoted.yaml")
+    assert load_config(quoted, env={}).tools[0].parameters["properties"]["state"]["enum"] == ["ON", "OFF"]
+
+
+def test_a_true_that_is_not_a_yaml_word_boolean_gets_no_yaml_hint(write_config: WriteConfig, model_dir: Path) -> None:
+    path = write_config(f"model: {{path: {model_dir}}}\ndevice: {{name: true}}\n")
+    assert issues_of(path) == ["device.name: must be a string (got True) (config.yaml:2)"]
 
 
 def test_task_kind_and_cross_references(write_config: WriteConfig, model_dir: Path) -> None:
@@ -309,3 +336,138 @@ def test_tool_parameters_the_call_grammar_cannot_express_and_a_second_voice_task
         i.startswith("tools[0].parameters: tool 'lookup': unsupported keyword 'pattern'") and "config.yaml:9" in i
         for i in issues
     ), issues
+
+
+def test_environment_values_and_cross_references_come_with_the_other_errors(
+    write_config: WriteConfig, model_dir: Path
+) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        mqtt:
+          port: ${{BROKER_PORT}}
+          password: "${{MQTT_PASSWORD}}"
+        cameras:
+          - {{name: yard, source: 0, fps: 0}}
+        tasks:
+          - {{kind: watch, name: door, camera: garage, question: Is it open, intervall_s: 5}}
+          - {{kind: watch, name: yard, camera: yard, question: Anyone there}}
+        """
+    )
+    assert issues_of(path) == [
+        "mqtt.port: environment variable BROKER_PORT is not set (config.yaml:3)",
+        "mqtt.password: environment variable MQTT_PASSWORD is not set (config.yaml:4)",
+        "cameras[0].fps: must be > 0 (got 0) (config.yaml:6)",
+        "tasks[0].intervall_s: unknown key (did you mean 'interval_s'?) (config.yaml:8)",
+        "tasks[0].camera: no camera named 'garage' in 'cameras' (config.yaml:8)",
+    ]
+
+
+def test_an_invalid_section_still_counts_for_the_references_to_it(write_config: WriteConfig, model_dir: Path) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        microphone: {{file: missing.wav}}
+        tasks:
+          - {{kind: voice, name: voice, tools: [light, fan]}}
+        tools:
+          - {{name: light, description: Light., action: {{type: mqtt_publish, topic: z/l/set, payload: x, qos: 7}}}}
+        """
+    )
+    issues = issues_of(path)
+    assert issues[0].startswith("microphone.file: file not found:")
+    assert issues[1:] == [
+        "tasks[0].tools[1]: no tool named 'fan' in 'tools' (config.yaml:4)",
+        "tools[0].action.qos: must be one of 0, 1 or 2 (got 7) (config.yaml:6)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "tasks:\n  - {kind: voice, name: v, tool_choise: required}",
+            "tasks[0].tool_choise: unknown key (did you mean 'tool_choice'?)",
+        ),
+        (
+            "tools:\n  - {name: t, description: d, action: {type: mqtt_read, topic: a/b, max_char: 20}}",
+            "tools[0].action.max_char: unknown key (did you mean 'max_chars'?)",
+        ),
+        ("camras: []", "camras: unknown key (did you mean 'cameras'?)"),
+        ("microphone: {vad: {treshold: 0.5}}", "microphone.vad.treshold: unknown key (did you mean 'threshold'?)"),
+    ],
+)
+def test_misspelled_keys_get_a_suggestion_in_every_section(
+    write_config: WriteConfig, model_dir: Path, section: str, expected: str
+) -> None:
+    path = write_config(f"model: {{path: {model_dir}}}\n{section}\n")
+    assert any(issue.startswith(expected) for issue in issues_of(path)), issues_of(path)
+
+
+def test_a_max_new_tokens_below_the_tool_call_floor_is_a_warning(
+    write_config: WriteConfig, model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_agent.agent.converse import CALL_TOKENS
+    from edge_agent.config.advice import TOOL_CALL_MIN_TOKENS
+
+    assert TOOL_CALL_MIN_TOKENS == CALL_TOKENS  # the floor the agent applies is the one the warning names
+    tools = "tools:\n  - {name: now, description: The time., action: {type: time}}\n"
+    path = write_config(f"model: {{path: {model_dir}, max_new_tokens: 32}}\nagent: {{ask_tools: true}}\n{tools}")
+    with caplog.at_level("WARNING", logger="edge_agent.config.loader"):
+        load_config(path, env={})
+    assert [r.getMessage() for r in caplog.records] == [
+        "config.yaml: model.max_new_tokens is 32, but a step that may call a tool (questions on ask) gets at least "
+        "128 tokens so that no call is cut short; set it to 128 or more to make it the real limit"
+    ]
+    caplog.clear()
+    for text in (
+        f"model: {{path: {model_dir}, max_new_tokens: 128}}\n{tools}",
+        f"model: {{path: {model_dir}, max_new_tokens: 32}}\n",
+        f"model: {{path: {model_dir}, max_new_tokens: 32}}\nagent: {{ask_tools: false}}\n{tools}",
+    ):
+        with caplog.at_level("WARNING", logger="edge_agent.config.loader"):
+            load_config(write_config(text), env={})
+    assert caplog.records == []
+
+
+def test_a_service_config_with_a_model_under_home_is_a_warning(
+    write_config: WriteConfig, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.config.advice import protect_home_warnings
+
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    config = load_config(write_config(f"model: {{path: {model_dir}}}\n"), env={})
+    home = config.model_copy(update={"model": config.model.model_copy(update={"path": Path("/home/pi/models/e2b")})})
+    [warning] = protect_home_warnings(home, Path("/etc/edge-agent/config.yaml"))
+    assert warning.startswith("model.path /home/pi/models/e2b is under /home, which the edge-agent service cannot read")
+    assert protect_home_warnings(home, model_dir / "config.yaml") == []  # a config of one's own, run by hand
+    assert protect_home_warnings(config, Path("/etc/edge-agent/config.yaml")) == []
+    monkeypatch.setenv("INVOCATION_ID", "0123")  # run by systemd: /home is hidden, so the model is not found
+    [issue] = issues_of(write_config("model: {path: /home/nobody-here/models/e2b}\n"))
+    assert "ProtectHome=yes" in issue and issue.startswith("model.path: directory not found: /home/nobody-here")
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        "cameras: {name: a, source: 0}\ntasks: [{kind: watch, name: t, camera: a, question: q}]",
+        "tasks: voice\ntools: [1, 2]",
+        "microphone: 5\ntasks: [{kind: voice, name: v, tools: [x]}]",
+        "tools: [{name: t, action: [1]}]\ntasks: [{kind: voice, name: v, tools: [t]}]",
+        "cameras: [7, {name: a}]\nmicrophone: {vad: {arm_on_motion: [a, b]}}",
+    ],
+)
+def test_malformed_sections_are_config_errors_never_crashes(write_config: WriteConfig, sections: str) -> None:
+    issues = issues_of(write_config(f"model: [1]\n{sections}\n"))
+    assert issues and all(re.match(r"^[\w.\[\]()' -]+: .+ \(config\.yaml(:\d+)?\)$", issue) for issue in issues), issues
+
+
+def test_an_unquoted_off_where_a_boolean_is_meant_gets_no_yaml_hint(write_config: WriteConfig, model_dir: Path) -> None:
+    path = write_config(
+        f"""
+        model: {{path: {model_dir}}}
+        cameras: [{{name: a, source: 0}}]
+        tasks: [{{kind: watch, name: t, camera: a, question: q, on_motion: off}}]
+        """
+    )
+    assert issues_of(path) == ["tasks[0]: a watch task needs 'on_motion: true' or an 'interval_s' (config.yaml:3)"]

@@ -244,7 +244,7 @@ def test_system_jobs_are_never_refused_as_busy_and_run_next() -> None:
 def core_with_a_full_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[AgentCore, list[str]]:
     loads: list[str] = []
 
-    def load_model(model: Any, _health: Any, use_fallback: bool) -> str:
+    def load_model(model: Any, _health: Any, use_fallback: bool, _memory: Any = None) -> str:
         loads.append("fallback" if use_fallback else "primary")
         return f"model ({loads[-1]})"
 
