@@ -74,6 +74,10 @@ fixtures: $(VENV)/.runtime
 	  if [ -n "$(FIXTURES_WRITE)" ]; then rm -rf models/$$preset && cp -r $(FIXTURE_TMP)/$$preset models/; \
 	  else $(BIN)/python models/compare_fixture.py models/$$preset $(FIXTURE_TMP)/$$preset || exit 1; fi; \
 	done
+	# video goldens: transformers' video processor needs torchvision (its CPU ops are not used; kept apart)
+	[ -d .venv-export/torchvision-0.28 ] || \
+	  .venv-export/bin/pip install --quiet --no-deps --target .venv-export/torchvision-0.28 torchvision==0.28.0
+	if [ -n "$(FIXTURES_WRITE)" ]; then .venv-export/bin/python models/video_goldens.py; fi
 
 docs: $(VENV)/.runtime
 	$(BIN)/python -m edge_agent.config.docs --write README.md

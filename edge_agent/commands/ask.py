@@ -1,4 +1,4 @@
-"""`edge-agent ask`: answer one question about image and audio files, streaming the answer."""
+"""`edge-agent ask`: answer one question about image, audio and video files, streaming the answer."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge_agent.commands.generate import add_generation_arguments, engine_options, sampling_from_args
 from edge_agent.model.media.audio import SAMPLE_RATE, AudioError, load_audio
+from edge_agent.model.media.video import DEFAULT_NUM_FRAMES, DEFAULT_VIDEO_BUDGET, VideoError, read_video
 from edge_agent.model.media.vision import BUDGETS, ImageError, load_image
 from edge_agent.model.runtime.answer import Answerer, Question
 from edge_agent.model.runtime.engine import EngineError, TextEngine
@@ -26,6 +27,7 @@ _EXPECTED = (
     ContextLengthError,
     ImageError,
     AudioError,
+    VideoError,
     MediaUnsupportedError,
     MediaMismatchError,
     ValueError,
@@ -36,7 +38,7 @@ def _check_encoders(files: ModelFiles, args: argparse.Namespace) -> None:
     missing = [
         f"{kind} (no onnx/{graph}{VARIANT_SUFFIXES[args.variant]}.onnx)"
         for kind, graph, wanted, present in (
-            ("images", "vision_encoder", args.image, files.vision_encoder),
+            ("images", "vision_encoder", args.image or args.video, files.vision_encoder),
             ("audio", "audio_encoder", args.audio, files.audio_encoder),
         )
         if wanted and present is None
@@ -50,10 +52,13 @@ def run_ask(args: argparse.Namespace) -> int:
     try:
         frames = tuple(load_image(path) for path in args.image)
         clips = (load_audio(args.audio, raw_rate=args.audio_rate),) if args.audio else ()
+        if args.frames < 1:
+            raise VideoError(f"--frames must be at least 1, not {args.frames}")
+        videos = (read_video(args.video, args.frames),) if args.video else ()
         loading = time.monotonic()
         files = locate_model(args.model, args.variant)
         _check_encoders(files, args)
-        encoders = ("image",) * bool(frames) + ("audio",) * bool(clips)
+        encoders = ("image",) * bool(frames or videos) + ("audio",) * bool(clips)
         answerer = Answerer(TextEngine(files, engine_options(args), encoders=encoders), Tokenizer(args.model))
         load_s = time.monotonic() - loading
         settings = GenerationSettings(
@@ -62,7 +67,17 @@ def run_ask(args: argparse.Namespace) -> int:
             eos_token_ids=frozenset() if args.ignore_eos else frozenset(files.generation.eos_token_ids),
             sampling=sampling_from_args(args, files.generation.sampling),
         )
-        question = Question(args.question, frames, clips, args.system, args.budget, args.think)
+        question = Question(
+            args.question,
+            frames,
+            clips,
+            args.system,
+            args.budget,
+            args.think,
+            videos=videos,
+            video_budget=args.video_budget,
+            video_frames=args.frames,
+        )
         stream = None if args.json else (lambda text: print(text, end="", flush=True))
         answer = answerer.answer(question, settings, on_text=stream)
     except _EXPECTED as exc:
@@ -78,6 +93,7 @@ def run_ask(args: argparse.Namespace) -> int:
         "prompt_tokens": answer.prompt_tokens,
         "image_tokens": list(answer.image_tokens),
         "audio_tokens": list(answer.audio_tokens),
+        "video_tokens": list(answer.video_tokens),
         "audio_truncated": answer.audio_truncated,
         "load_ms": round(load_s * 1000, 2),
         "timings_ms": answer.times.as_ms(),
@@ -89,7 +105,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `ask` verb."""
-    parser = verbs.add_parser("ask", help="answer one question about image and audio files")
+    parser = verbs.add_parser("ask", help="answer one question about image, audio and video files")
     parser.add_argument("question", help="the question, e.g. 'Is the garage door open?'")
     parser.add_argument("--model", type=Path, required=True, help="model directory (a Gemma 4 ONNX export)")
     parser.add_argument("--variant", default="q4", help=f"which graphs: {', '.join(VARIANT_SUFFIXES)} (default q4)")
@@ -102,6 +118,20 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument(
         "--budget", type=int, choices=BUDGETS, default=280, help="image soft tokens per image (default 280)"
+    )
+    parser.add_argument("--video", type=Path, help="a video file (anything OpenCV reads: MP4, AVI, MKV, ...)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULT_NUM_FRAMES,
+        help=f"frames sampled evenly from the video (default {DEFAULT_NUM_FRAMES}; all of a shorter one)",
+    )
+    parser.add_argument(
+        "--video-budget",
+        type=int,
+        choices=BUDGETS,
+        default=DEFAULT_VIDEO_BUDGET,
+        help=f"image soft tokens per video frame (default {DEFAULT_VIDEO_BUDGET})",
     )
     parser.add_argument("--system", help="a system instruction")
     parser.add_argument("--think", action="store_true", help="let the model think before answering")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("edge_agent.native")
 
 _OPENCV = re.compile(r"^\[\s*(FATAL|ERROR|WARN|INFO|DEBUG|VERB\w*)\s*:[^\]]*\]\s*(?:global\s+)?(.*)$")
-_FFMPEG = re.compile(r"^\[([\w.:-]+) @ (?:0x)?[0-9a-fA-F]+\]\s*(.*)$")
+_FFMPEG = re.compile(r"^\[([\w.:,-]+) @ (?:0x)?[0-9a-fA-F]+\]\s*(.*)$")
 _ONNXRUNTIME = re.compile(r"^(?:\S+ \S+ )?\[([VIWEF]):onnxruntime:[^,\]]*,\s*([^\]]*)\]\s*(.*)$")
 _ALSA = re.compile(r"^ALSA lib (.*)$")
 _OPENCV_LEVELS = {"FATAL": logging.CRITICAL, "ERROR": logging.ERROR, "WARN": logging.WARNING, "INFO": logging.INFO}

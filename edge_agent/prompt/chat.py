@@ -10,9 +10,9 @@ from edge_agent.messages import ToolCall, ToolResponse, ToolSpec
 from edge_agent.prompt.tool_syntax import format_call, format_declaration, format_response
 
 Role = Literal["system", "user", "model", "tool"]
-Media = Literal["image", "audio"]
+Media = Literal["image", "audio", "video"]
 # What the template writes for a content item of each type; the processor later expands the placeholder.
-MEDIA_MARKUP: dict[Media, str] = {"image": "\n\n<|image|>\n\n", "audio": "<|audio|>"}
+MEDIA_MARKUP: dict[Media, str] = {"image": "\n\n<|image|>\n\n", "audio": "<|audio|>", "video": "\n\n<|video|>\n\n"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Answer one question about images and audio: preprocess, encode, merge, prefill, decode, with stage timings."""
+"""Answer one question about images, audio and video: preprocess, encode, merge, prefill, decode, with stage timings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ import numpy as np
 
 from edge_agent.messages import ToolSpec
 from edge_agent.model.media.audio import AudioInput, AudioSettings, audio_features
+from edge_agent.model.media.video import (
+    DEFAULT_NUM_FRAMES,
+    DEFAULT_VIDEO_BUDGET,
+    VIDEO_TOKEN,
+    Clip,
+    VideoInput,
+    preprocess_video,
+    prompt_text,
+    sampled_timestamps,
+)
 from edge_agent.model.media.vision import ImageInput, VisionSettings, preprocess_image
 from edge_agent.model.runtime.context import Conversation, PrefixCache
 from edge_agent.model.runtime.engine import TextEngine
@@ -23,7 +33,7 @@ from edge_agent.model.runtime.media_prompt import (
     encode_media,
     merge_media,
 )
-from edge_agent.model.runtime.multimodal import MediaTokens
+from edge_agent.model.runtime.multimodal import MediaMismatchError, MediaTokens
 from edge_agent.model.runtime.tokenizer import Tokenizer
 from edge_agent.prompt.chat import Media, Message, render_prompt
 
@@ -40,6 +50,9 @@ class Question:
     thinking: bool = False
     tools: tuple[ToolSpec, ...] = ()  # declared in the system turn
     steps: tuple[Message, ...] = ()  # model turns of this exchange so far (tool calls and their responses)
+    videos: tuple[Clip, ...] = ()  # BGR frames with their timestamps, written after the images and audio
+    video_budget: int = DEFAULT_VIDEO_BUDGET  # soft tokens per video frame
+    video_frames: int = DEFAULT_NUM_FRAMES  # frames sampled from each clip (all of a shorter one)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,7 @@ class Answer:
     decode_tokens_per_s: float = 0.0
     prefilled_tokens: int = 0  # prompt positions this answer ran through the decoder
     reused_tokens: int = 0  # prompt positions taken from a cached prefix instead
+    video_tokens: tuple[int, ...] = ()  # soft tokens of each clip (all its frames)
 
 
 DEFAULT_PREFIX_CACHE_BYTES = 64 * 2**20
@@ -91,7 +105,7 @@ class Answerer:
 
     def check_supported(self, question: Question) -> None:
         """Refuse media the model has no encoder for, before any work is done."""
-        if question.images and self.engine.vision is None:
+        if (question.images or question.videos) and self.engine.vision is None:
             raise MediaUnsupportedError(f"this model cannot see images: {self.engine.files.root} has no vision encoder")
         if question.audio and self.engine.audio is None:
             raise MediaUnsupportedError(f"this model cannot hear audio: {self.engine.files.root} has no audio encoder")
@@ -102,27 +116,45 @@ class Answerer:
         clips = [audio_features(samples, self.audio_settings) for samples in question.audio]
         return images, clips
 
+    def preprocess_videos(self, question: Question) -> list[VideoInput]:
+        """Each clip's sampled frames at the question's video budget."""
+        return [
+            preprocess_video(clip, question.video_budget, question.video_frames, self.vision_settings)
+            for clip in question.videos
+        ]
+
     def prompt_ids(self, question: Question) -> list[int]:
-        """The rendered chat prompt, one placeholder per image and clip (images first)."""
+        """The rendered chat prompt, one placeholder per image and audio clip, and per video frame (images first)."""
         image: Media = "image"
         audio: Media = "audio"
-        media = (image,) * len(question.images) + (audio,) * len(question.audio)
+        video: Media = "video"
+        media = (image,) * len(question.images) + (audio,) * len(question.audio) + (video,) * len(question.videos)
         turns = [Message("system", question.system)] if question.system else []
         turns.append(Message("user", question.text, media=media))
         turns += question.steps
-        return self.tokenizer.encode(render_prompt(turns, question.tools, thinking=question.thinking))
+        text = render_prompt(turns, question.tools, thinking=question.thinking)
+        if question.videos:  # each clip's timestamps and frame markers, one frame slot each, as the processor writes
+            parts = text.split(VIDEO_TOKEN)
+            if len(parts) != len(question.videos) + 1:
+                raise MediaMismatchError(
+                    f"the prompt holds {len(parts) - 1} {VIDEO_TOKEN} for {len(question.videos)} clip(s)"
+                )
+            clips = [prompt_text(sampled_timestamps(clip, question.video_frames)) for clip in question.videos]
+            text = parts[0] + "".join(clip + part for clip, part in zip(clips, parts[1:], strict=True))
+        return self.tokenizer.encode(text)
 
     def _media(self, question: Question, conversation: Conversation) -> tuple[EncodedMedia, float, float]:
         """The question's encoded media, preprocessing and encoder seconds (none when this request has them)."""
-        key = tuple(id(item) for item in (*question.images, *question.audio))
+        key = tuple(id(item) for item in (*question.images, *question.audio, *question.videos))
         if conversation.media is not None and conversation.media_key == key:
             return conversation.media, 0.0, 0.0
         started = time.monotonic()
         images, clips = self.preprocess(question)
+        videos = self.preprocess_videos(question)
         preprocess_s = time.monotonic() - started
-        media = encode_media(self.engine, images, clips)
+        media = encode_media(self.engine, images, clips, videos)
         conversation.media, conversation.media_key = media, key
-        conversation.encoder_runs += len(images) + len(clips)
+        conversation.encoder_runs += len(images) + len(clips) + sum(len(v.frames) for v in videos)
         conversation.audio_truncated = any(c.truncated for c in clips)
         return media, preprocess_s, media.encoder_s
 
@@ -185,4 +217,5 @@ class Answerer:
             decode_tokens_per_s=result.decode_tokens_per_s,
             prefilled_tokens=len(prompt.ids) - reused,
             reused_tokens=reused,
+            video_tokens=media.video_counts,
         )

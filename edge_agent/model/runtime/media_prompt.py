@@ -1,4 +1,4 @@
-"""A prompt with images and audio: run the encoders, merge their features, and prefill from the merged embeddings."""
+"""A prompt with images, audio and video: run the encoders, merge their features, prefill from the merged embeddings."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from edge_agent.model.runtime.multimodal import (
     MediaMismatchError,
     MediaTokens,
     expand_placeholders,
+    expand_video_frames,
     ids_for_embedding,
     scatter_features,
 )
@@ -44,6 +45,13 @@ class AudioTensors(Protocol):
     def mask(self) -> np.ndarray: ...
     @property
     def num_soft_tokens(self) -> int: ...
+
+
+class VideoTensors(Protocol):
+    """A preprocessed clip (see model.media.video.VideoInput): its sampled frames, each as an image."""
+
+    @property
+    def frames(self) -> Sequence[ImageTensors]: ...
 
 
 @dataclass(frozen=True)
@@ -109,46 +117,61 @@ class EncodedMedia:
     image_rows: np.ndarray | None
     audio_rows: np.ndarray | None
     encoder_s: float
+    video_frame_counts: tuple[int, ...] = ()  # soft tokens of every frame of every clip, in order
+    video_rows: np.ndarray | None = None
+    video_counts: tuple[int, ...] = ()  # soft tokens of each clip
 
     @property
     def empty(self) -> bool:
         """No media at all."""
-        return not self.image_counts and not self.audio_counts
+        return not self.image_counts and not self.audio_counts and not self.video_frame_counts
 
 
 NO_MEDIA = EncodedMedia((), (), None, None, 0.0)
 
 
 def encode_media(
-    engine: TextEngine, images: Sequence[ImageTensors] = (), audio: Sequence[AudioTensors] = ()
+    engine: TextEngine,
+    images: Sequence[ImageTensors] = (),
+    audio: Sequence[AudioTensors] = (),
+    videos: Sequence[VideoTensors] = (),
 ) -> EncodedMedia:
-    """Run the encoders once over every image and clip."""
-    if not images and not audio:
+    """Run the encoders once over every image, audio clip and video frame (frames through the vision encoder)."""
+    frames = [frame for video in videos for frame in video.frames]
+    if not images and not audio and not frames:
         return NO_MEDIA
     started = time.monotonic()
     image_rows = _image_features(engine, images) if images else None
     audio_rows = _audio_features(engine, audio) if audio else None
+    # One vision run per frame: a 32-frame clip in one batch would hold every frame's activations at once.
+    video_rows = np.concatenate([_image_features(engine, [frame]) for frame in frames]) if frames else None
     return EncodedMedia(
         tuple(i.num_soft_tokens for i in images),
         tuple(a.num_soft_tokens for a in audio),
         image_rows,
         audio_rows,
         time.monotonic() - started,
+        tuple(frame.num_soft_tokens for frame in frames),
+        video_rows,
+        tuple(sum(frame.num_soft_tokens for frame in video.frames) for video in videos),
     )
 
 
 def merge_media(engine: TextEngine, ids: Sequence[int], media: EncodedMedia) -> MediaPrompt:
-    """Expand the placeholders in `ids` (one per image / clip, in order), embed, and write the features in."""
+    """Expand the placeholders in `ids` (one per image / clip / video frame, in order), embed, write the features in."""
     if media.empty:
         embeds, per_layer = engine.embed(ids)
         return MediaPrompt(list(ids), embeds, per_layer, 0.0)
     tokens = MediaTokens.from_info(engine.files.info)
     expanded = expand_placeholders(ids, tokens, media.image_counts, media.audio_counts)
+    expanded = expand_video_frames(expanded, tokens, media.video_frame_counts)
     embeds, per_layer = engine.embed(ids_for_embedding(expanded, tokens))
     if media.image_rows is not None:
         embeds = scatter_features(embeds, expanded, tokens.image, media.image_rows, "image")
     if media.audio_rows is not None:
         embeds = scatter_features(embeds, expanded, tokens.audio, media.audio_rows, "audio")
+    if media.video_rows is not None and tokens.video is not None:
+        embeds = scatter_features(embeds, expanded, tokens.video, media.video_rows, "video")
     return MediaPrompt(expanded, embeds, per_layer, media.encoder_s)
 
 
@@ -157,9 +180,10 @@ def build_media_prompt(
     ids: Sequence[int],
     images: Sequence[ImageTensors] = (),
     audio: Sequence[AudioTensors] = (),
+    videos: Sequence[VideoTensors] = (),
 ) -> MediaPrompt:
-    """Expand the placeholders in `ids` (one per image / clip, in order), encode, embed and merge."""
-    return merge_media(engine, ids, encode_media(engine, images, audio))
+    """Expand the placeholders in `ids` (one per image / clip / video frame, in order), encode, embed and merge."""
+    return merge_media(engine, ids, encode_media(engine, images, audio, videos))
 
 
 class PrefilledModel:

@@ -6,6 +6,11 @@ As transformers 5.23 does it (Gemma4Processor and Gemma4Model.forward, checked i
 - placeholder ids are looked up as the pad id for both `inputs_embeds` and `per_layer_inputs`, so this client
   swaps them before `embed_tokens` and does not depend on whether an export's embed graph does it too;
 - encoder rows are written, in order, at the positions holding the placeholder id; `per_layer_inputs` stays.
+- a clip: the template writes one `<|video|>` and the processor replaces it with, per sampled frame, its `mm:ss`
+  timestamp, a space, `<|image>` + `<|video|>` x n + `<image|>`, frames joined by spaces (n = soft tokens of one
+  frame); the frames go through the vision tower like images (Gemma4Model.get_video_features) and their rows are
+  scattered at the `video_token_id` positions (from config.json). This client writes the timestamps and frame
+  markers as text with one `<|video|>` per frame, tokenizes, then widens each to its n slots (expand_video_frames).
 """
 
 from __future__ import annotations
@@ -79,6 +84,25 @@ def expand_placeholders(
     """Replace the k-th image (audio) placeholder by its framed run of `counts[k]` soft-token slots."""
     expanded = _expand_one(ids, tokens.image, (tokens.boi, tokens.eoi), image_counts, "image")
     return _expand_one(expanded, tokens.audio, (tokens.boa, tokens.eoa), audio_counts, "audio")
+
+
+def expand_video_frames(ids: Sequence[int], tokens: MediaTokens, frame_counts: Sequence[int]) -> list[int]:
+    """Widen the k-th `<|video|>` id (one per frame, already framed by `<|image>` ... `<image|>`) to
+    `frame_counts[k]` slots."""
+    if not frame_counts:
+        return list(ids)
+    if tokens.video is None:
+        raise MediaMismatchError("config.json has no video_token_id: this export cannot take video")
+    found = sum(1 for i in ids if i == tokens.video)
+    if found != len(frame_counts):
+        raise MediaMismatchError(
+            f"the prompt has {found} video frame slot(s) but {len(frame_counts)} frame(s) were given"
+        )
+    out: list[int] = []
+    pending = iter(frame_counts)
+    for i in ids:
+        out += [i] * next(pending) if i == tokens.video else [i]
+    return out
 
 
 def ids_for_embedding(ids: Sequence[int], tokens: MediaTokens) -> list[int]:
