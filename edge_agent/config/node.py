@@ -80,6 +80,13 @@ class MqttConfig(Section):
     client_id: str | None = Field(
         default=None, max_length=128, description="MQTT client id; defaults to 'edge-agent-<device.id>'."
     )
+    session_expiry_s: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="MQTT 5: how long the broker keeps the node's session while it is away (its subscriptions, "
+        "and questions sent to it meanwhile, delivered when it is back); 0: a clean session at every connect.",
+    )
     base_topic: Topic = Field(default="edge_agent", description="Prefix of every topic: <base_topic>/<device.id>/...")
     discovery_prefix: Topic = Field(default="homeassistant", description="Home Assistant MQTT discovery prefix.")
     discovery: bool = Field(default=True, description="Publish Home Assistant MQTT discovery messages.")

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import socket
-import ssl
 import sys
 import time
 import uuid
@@ -16,51 +15,19 @@ from concurrent.futures import Future
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import MqttConfig
 from edge_agent.messages import Inbound
+from edge_agent.sinks.mqtt_client import MqttSetupError, make_client, session_options
 from edge_agent.sinks.spool import Spool, Spooled
 from edge_agent.sinks.spool_open import default_spool_path, open_spool
 
 __all__ = ["MAX_INFLIGHT", "MqttLink", "MqttSetupError", "default_spool_path", "make_client", "open_spool"]
 log = logging.getLogger(__name__)
 MAX_INFLIGHT = 20  # spooled messages handed to paho before their PUBACKs; the rest wait on disk
-
-
-class MqttSetupError(ValueError):
-    """The MQTT settings cannot be used (e.g. a TLS file that cannot be loaded)."""
-
-
-def make_client(config: MqttConfig, client_id: str, will_topic: str | None = None) -> mqtt.Client:
-    """An unconnected paho client with the config's protocol, credentials and TLS, and a last will on `will_topic`."""
-    v5 = config.protocol == "5"
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    if will_topic is not None:
-        client.will_set(will_topic, "offline", qos=1, retain=True)
-    if config.username is not None:
-        password = config.password.get_secret_value() if config.password else None
-        client.username_pw_set(config.username, password)
-    if config.tls is not None:
-        tls = config.tls
-        try:
-            client.tls_set(
-                ca_certs=str(tls.ca) if tls.ca else None,
-                certfile=str(tls.cert) if tls.cert else None,
-                keyfile=str(tls.key) if tls.key else None,
-                keyfile_password=tls.key_password.get_secret_value() if tls.key_password else None,
-            )
-        except (ssl.SSLError, OSError, ValueError) as exc:  # the cause is kept for `edge-agent doctor`
-            raise MqttSetupError(f"mqtt.tls: cannot load the certificates or key: {exc}") from exc
-        client.tls_insecure_set(tls.insecure)
-    return client
 
 
 class MqttLink:
@@ -99,7 +66,7 @@ class MqttLink:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff on its own thread."""
         self._loop = asyncio.get_running_loop()
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        self.client.connect_async(self.config.host, self.config.port, **session_options(self.config))
         self.client.loop_start()
 
     async def stop(self, timeout_s: float = 3.0) -> None:

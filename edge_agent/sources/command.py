@@ -140,7 +140,10 @@ class CommandSource:
 
     def retrieve(self) -> np.ndarray:
         """Decode the buffered JPEG."""
-        frame = cv2.imdecode(np.frombuffer(self._jpeg, np.uint8), cv2.IMREAD_COLOR)
+        try:
+            frame = cv2.imdecode(np.frombuffer(self._jpeg, np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:  # e.g. a JPEG header claiming more pixels than OpenCV decodes
+            frame = None
         if frame is None:
             raise SourceError("corrupt JPEG in the command's output")
         return np.asarray(frame)

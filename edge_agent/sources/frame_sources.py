@@ -144,13 +144,25 @@ class ImageSource:
     def retrieve(self) -> np.ndarray:
         """Read the current image."""
         assert self._current is not None
-        frame = cv2.imread(str(self._current), cv2.IMREAD_COLOR)
+        try:
+            frame = cv2.imread(str(self._current), cv2.IMREAD_COLOR)
+        except cv2.error as exc:  # e.g. more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS)
+            raise SourceError(f"{self._current}: not a readable image ({_cv_reason(exc)})") from None
         if frame is None:
             raise SourceError(f"{self._current}: not a readable image")
         return np.asarray(frame)
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _cv_reason(exc: BaseException) -> str:
+    """OpenCV's own reason from a cv2.error (its last line names the failed check)."""
+    text = str(exc).strip().splitlines()
+    reason = text[-1] if text else type(exc).__name__
+    if "pixels <= CV_IO_MAX_IMAGE_PIXELS" in reason:
+        return "too many pixels for OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS)"
+    return reason.split(" error: ", 1)[-1]
 
 
 def open_frame_source(

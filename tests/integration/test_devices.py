@@ -52,6 +52,19 @@ def test_grab_a_frame_from_a_stream(mjpeg_server: MjpegServer, tmp_path: Path) -
     assert image is not None and image.shape == (240, 320, 3)
 
 
+def test_an_image_of_40000_by_40000_pixels_is_one_clear_line(tmp_path: Path) -> None:
+    """More pixels than OpenCV decodes: a camera (and `--grab`) says so in one line, never a traceback."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("1", (40000, 40000)).save(big)  # 200 kB on disk, 1.6 gigapixels
+    done = subprocess.run([*EDGE_AGENT, "devices", "--grab", str(big)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {big}: not a readable image (too many pixels for OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS))"
+    )
+
+
 def test_grab_from_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [*EDGE_AGENT, "devices", "--grab", str(tmp_path / "none.mp4")], capture_output=True, text=True, timeout=60

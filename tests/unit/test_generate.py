@@ -51,6 +51,11 @@ class Chars:
             return "é"
         return piece
 
+    def flush(self) -> str:
+        """A character cut in half at the end becomes U+FFFD, as the real decoder's flush does."""
+        held, self.half = self.half, False
+        return "\ufffd" if held else ""
+
 
 def run(script: Sequence[int], prompt: Sequence[int] = (1, 2), **settings: Any) -> Any:
     model = ScriptedModel(script)
@@ -158,3 +163,13 @@ def test_sampling_under_a_constraint_never_picks_a_forbidden_token() -> None:
         constraint = OnlyTokens([{1, 3}] * 6)
         result, _, _ = run([2] * 8, constraint=constraint, sampling=SamplingParams(temperature=2.0, seed=seed))
         assert set(result.ids) <= {1, 3} and result.finish_reason == "constraint"
+
+
+def test_a_character_cut_by_the_length_limit_is_flushed_and_streamed() -> None:
+    result, streamed, _ = run([1, 5], max_new_tokens=2)
+    assert result.text == "a\ufffd" and "".join(streamed) == result.text
+
+
+def test_text_held_back_for_a_stop_string_is_streamed_when_the_answer_ends() -> None:
+    result, streamed, _ = run([1, 2, 0], eos_token_ids=frozenset({0}), stop_strings=("bc",))
+    assert result.text == "ab" and "".join(streamed) == "ab" and result.finish_reason == "eos"

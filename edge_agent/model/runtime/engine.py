@@ -94,6 +94,21 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_OUT_OF_MEMORY = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate", "memoryerror")
+_PROVIDER = ("cuda", "cudnn", "tensorrt", "provider", "libcublas", "libnvinfer")
+
+
+def load_error(path: Path, exc: BaseException, providers: Sequence[str]) -> Exception:
+    """What onnxruntime's refusal means: out of memory and provider failures are not a corrupt file."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    first = _first_line(exc) if isinstance(exc, Exception) else str(exc)
+    if isinstance(exc, MemoryError) or any(word in text for word in _OUT_OF_MEMORY):
+        return EngineError(f"{path}: out of memory while onnxruntime loaded it ({first})")
+    if any(word in text for word in _PROVIDER) and any(p != "CPUExecutionProvider" for p in providers):
+        return EngineError(f"{path}: execution provider {', '.join(providers)} failed: {first}")
+    return ModelFilesError(f"{path}: onnxruntime cannot load it (not a valid graph for this onnxruntime): {first}")
+
+
 def open_session(
     path: Path, options: EngineOptions, providers: Sequence[str], prepared: PreparedGraph | None = None
 ) -> ort.InferenceSession:
@@ -114,7 +129,7 @@ def open_session(
     try:
         return ort.InferenceSession(model, session_options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise ModelFilesError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
+        raise load_error(path, exc, providers) from None
 
 
 class Encoder:

@@ -30,6 +30,10 @@ class TextDecoder(Protocol):
         """Text that became complete with this token (may be empty)."""
         ...
 
+    def flush(self) -> str:
+        """What is still held back at the end (an incomplete character becomes U+FFFD)."""
+        ...
+
 
 class TokenConstraint(Protocol):
     """Restricts which tokens may come next (a grammar); one instance per generation."""
@@ -187,7 +191,11 @@ class Generation:
                 break
             logits, cache = self.model.forward([token], cache)
             self.cache = cache
-        result.text += pending if result.finish_reason != "stop" else ""
+        if result.finish_reason != "stop":  # the text held back for stop strings, and bytes of a cut character
+            tail = pending + self.decoder.flush()
+            if tail:
+                result.text += tail
+                yield TokenStep(result.ids[-1], tail)
         result.decode_s = time.monotonic() - decode_start
 
 
