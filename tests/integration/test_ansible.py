@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rig.broker import Mosquitto
+from rig.broker import Mosquitto, free_port
 from rig.daemon import Daemon
 from rig.sshd import SshServer, find_sshd
 
@@ -148,6 +148,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -
             "edge_agent_mqtt_port": 1,
             "edge_agent_mqtt_username": "edge-agent",
             "edge_agent_mqtt_password": 'pa ss"$word`\\',
+            "edge_agent_http": {"enabled": True, "host": "0.0.0.0", "port": free_port()},
+            "edge_agent_http_token": "a token of 24 characters",
             "edge_agent_cameras": [{"name": "garage", "source": 0, "fps": 2}],
             "edge_agent_tasks": [
                 {
@@ -320,8 +322,11 @@ def test_layout_on_the_target(deployment: Deployment) -> None:
     environment = root / "etc/edge-agent/environment"
     assert environment.stat().st_mode & 0o777 == 0o600
     assert 'MQTT_PASSWORD="pa ss\\"\\$word\\`\\\\"' in environment.read_text()
+    assert 'HTTP_TOKEN="a token of 24 characters"' in environment.read_text()
     config_text = deployment.config.read_text()
     assert "${MQTT_PASSWORD}" in config_text and "pa ss" not in config_text
+    http = yaml.safe_load(config_text)["http"]
+    assert http["enabled"] is True and http["host"] == "0.0.0.0" and http["token"] == "${HTTP_TOKEN}"
     unit = root / "etc/systemd/system/edge-agent.service"
     assert unit.read_text() == (REPO / "deploy/edge-agent.service").read_text()
     dropin = (root / "etc/systemd/system/edge-agent.service.d/10-ansible.conf").read_text()
