@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class Lenient(BaseModel):
-    """Ignores fields this node does not use."""
-
-    model_config = ConfigDict(extra="ignore")
+from edge_agent.web.shared_models import Lenient, ToolDef
 
 
 class Options(Lenient):
@@ -45,21 +41,6 @@ class ChatMessage(Lenient):
     images: list[str] | None = Field(default=None, max_length=64)
     tool_calls: list[ToolCallIn] | None = None
     tool_name: str | None = Field(default=None, max_length=128)
-
-
-class FunctionDef(Lenient):
-    """A declared function."""
-
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
-    description: str = Field(default="", max_length=4096)
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-
-
-class ToolDef(Lenient):
-    """A declared tool."""
-
-    type: Literal["function"] = "function"
-    function: FunctionDef
 
 
 class Common(Lenient):
