@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from edge_agent.agent.model_host import LoadedModel, ModelRefusedError, load_model
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority, Scheduler
 from edge_agent.config import Config, HealthConfig, ModelConfig
 from edge_agent.health.degrade import DegradationState
-from edge_agent.health.probes import Memory
+from edge_agent.health.probes import Memory, Probes
 from edge_agent.messages import Frame
 from edge_agent.model.runtime.engine import EngineError
 from edge_agent.model.store.files import ModelFilesError
@@ -65,6 +66,23 @@ class CurrentTasks:
         self.publisher.publish_event(data)
 
 
+def memory_after_unloading(
+    memory: Callable[[], Memory | None] | None, outgoing: LoadedModel | None
+) -> Callable[[], Memory | None] | None:
+    """The memory view admission sees during a swap: the model being unloaded counts as free (its estimate), or
+    a node swapping to its smaller fallback under pressure would refuse it for want of the primary's memory."""
+    chosen = outgoing.admission.chosen if outgoing is not None else None
+    if chosen is None:
+        return memory
+    read, credit = memory or Probes().memory, chosen.total_mb
+
+    def with_credit() -> Memory | None:
+        now = read()
+        return None if now is None else replace(now, available_mb=now.available_mb + credit)
+
+    return with_credit
+
+
 class AgentCore:
     """Owns the scheduler and the loaded model; reconfigurable (tasks, tools) without reloading the model."""
 
@@ -114,10 +132,11 @@ class AgentCore:
         """Replace the model between two inferences: free the old sessions, load the first choice that loads."""
 
         async def swap(ctx: JobContext) -> None:
+            memory = memory_after_unloading(self.memory, self.model)
             self.model, self.model_error = None, "reloading"
             for model, health, use_fallback in choices:
                 try:
-                    self.model = await ctx.offload(load_model, model, health, use_fallback, self.memory)
+                    self.model = await ctx.offload(load_model, model, health, use_fallback, memory)
                     self.model_error = None
                     break
                 except (ModelRefusedError, ModelFilesError, EngineError, ValueError) as exc:
