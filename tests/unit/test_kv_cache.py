@@ -40,3 +40,19 @@ def test_several_kv_heads_are_joined_by_copy(heads: int) -> None:
     tensor = cache.tensors["past_key_values.0.key"]
     assert tensor.shape == (1, heads, 3, 4) and tensor.flags.c_contiguous
     np.testing.assert_array_equal(tensor[0, heads - 1, :, 0], [1, 1, 2])
+
+
+def test_trimming_a_sliding_layer_leaves_the_others_growing_in_place() -> None:
+    full, sliding = "past_key_values.0.key", "past_key_values.1.key"
+    empty = {name: np.zeros((1, 1, 0, 4), np.float32) for name in (full, sliding)}
+    cache = KVCache(empty, 0, windows={sliding: 8})
+    buffers = set()
+    for step in range(200):
+        cache = cache.appended({name: np.full((1, 1, 1, 4), step, np.float32) for name in (full, sliding)})
+        cache = cache.trimmed()
+        buffers.add(id(cache.tensors[full].base))
+    assert len(buffers) == 1  # the full layer kept growing in its first buffer through ~30 trims
+    np.testing.assert_array_equal(cache.tensors[full][0, 0, :, 0], np.arange(200))
+    held = cache.tensors[sliding][0, 0, :, 0]
+    np.testing.assert_array_equal(held, np.arange(200 - held.size, 200))
+    assert held.size <= 8 + 64 + 4

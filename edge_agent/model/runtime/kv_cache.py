@@ -72,7 +72,7 @@ class KVCache:
         return all(self.dropped(name) <= max(0, length - window) for name, window in self.windows.items())
 
     def truncated(self, length: int) -> KVCache:
-        """The first `length` positions, copied (a cache is never written in place, so both stay valid)."""
+        """The first `length` positions, copied (both stay valid: only a buffer's tip is ever appended to)."""
         if not self.can_truncate(length):
             raise ValueError(f"cannot keep {length} of {self.length} cached positions")
         if length == self.length:
@@ -92,7 +92,8 @@ class KVCache:
             name: np.ascontiguousarray(t[:, :, -keep[name] :]) if name in over else t
             for name, t in self.tensors.items()
         }
-        return KVCache(tensors, self.length, self.windows)
+        rows = {name: buffer for name, buffer in self.rows.items() if name not in over}  # the others grow on
+        return KVCache(tensors, self.length, self.windows, rows)
 
     def appended(self, new: dict[str, np.ndarray]) -> KVCache:
         """This cache followed by `new` positions (same names), grown in place where this cache is a buffer's tip."""
