@@ -49,6 +49,18 @@ class Reply:
     model: str
 
 
+def complete_calls(text: str) -> list[ToolCall]:
+    """The tool calls in generated text; a last call cut short (max_tokens) is dropped, the complete ones kept."""
+    try:
+        return parse_tool_calls(text)
+    except ToolCallParseError:
+        cut = text.rfind("<|tool_call>")
+        try:
+            return parse_tool_calls(text[:cut]) if cut >= 0 else []
+        except ToolCallParseError:
+            return []
+
+
 def finish_reason(reason: str, calls: list[ToolCall]) -> str:
     """The dialects' finish reason for the generator's."""
     if calls:
@@ -195,10 +207,7 @@ class ModelGate:
         if answer.finish_reason in ("cancelled", "deadline"):
             raise JobRefusedError(answer.finish_reason, f"generation {answer.finish_reason}")
         core.decode_tokens_per_s = answer.decode_tokens_per_s
-        try:
-            calls = parse_tool_calls(answer.text) if tools else []
-        except ToolCallParseError:
-            calls = []
+        calls = complete_calls(answer.text) if tools else []
         text = visible_text(model, answer.text) if tools else answer.text
         return Reply(
             text=text,

@@ -87,3 +87,12 @@ def test_changing_the_http_section_needs_a_restart(model_dir: Path) -> None:
     old = Config.model_validate({"model": {"path": str(model_dir)}})
     new = Config.model_validate({"model": {"path": str(model_dir)}, "http": {"enabled": True, "port": 8080}})
     assert sections_needing_restart(old, new) == ["http"]
+
+
+def test_a_call_cut_short_by_max_tokens_leaves_the_complete_ones() -> None:
+    from edge_agent.web.gate import complete_calls
+
+    whole = '<|tool_call>call:set_light{state:<|"|>ON<|"|>}<tool_call|>'
+    assert [c.name for c in complete_calls(whole + whole + "<|tool_call>call:set_li")] == ["set_light", "set_light"]
+    assert complete_calls("<|tool_call>call:set_li") == []
+    assert complete_calls("no calls at all") == []
