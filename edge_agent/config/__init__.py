@@ -20,8 +20,10 @@ from edge_agent.config.node import (
     MqttConfig,
     MqttTlsConfig,
 )
+from edge_agent.config.references import ReferenceImageConfig
 from edge_agent.config.schema import Config
 from edge_agent.config.sources import CameraConfig, CropConfig, MicrophoneConfig, MotionConfig, VadConfig
+from edge_agent.config.timeline import TimelineConfig
 
 __all__ = [
     "AgentConfig",
@@ -40,8 +42,10 @@ __all__ = [
     "MqttPublishAction",
     "MqttReadAction",
     "MqttTlsConfig",
+    "ReferenceImageConfig",
     "SnapshotAction",
     "TaskConfig",
+    "TimelineConfig",
     "TimeAction",
     "ToolConfig",
     "VadConfig",

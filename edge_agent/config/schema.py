@@ -18,7 +18,9 @@ from edge_agent.config.base import Section
 from edge_agent.config.http import HttpConfig
 from edge_agent.config.model import ModelConfig
 from edge_agent.config.node import DeviceConfig, HealthConfig, LoggingConfig, MqttConfig
+from edge_agent.config.references import ReferenceImageConfig
 from edge_agent.config.sources import CameraConfig, MicrophoneConfig
+from edge_agent.config.timeline import TimelineConfig
 
 KeyPath = tuple[str | int, ...]
 
@@ -42,6 +44,12 @@ class Config(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     http: HttpConfig = Field(
         default_factory=HttpConfig, description="OpenAI- and Ollama-compatible HTTP API and status page (off)."
+    )
+    timeline: TimelineConfig = Field(
+        default_factory=TimelineConfig, description="The local timeline of answers, motion, utterances and tool calls."
+    )
+    references: list[ReferenceImageConfig] = Field(
+        default_factory=list, description="Named reference images (a person, a pet, a car) tasks can show the model."
     )
 
 
