@@ -1,4 +1,5 @@
-"""Medians, ratios, roofline fractions and the printed table of bench/generate.py (not run on its own).
+"""Medians, ratios, roofline and kernel-ceiling fractions, RSS by stage and the printed table of bench/generate.py
+(not run on its own).
 
 Ratios are edge-agent / transformers.js: above 1 is better for tokens/s, below 1 is better for TTFT and RSS.
 Prefill tokens/s is prompt tokens / time to first token on both sides.
@@ -13,8 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kernel_ceiling
+
 METRICS = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_mb", "load_s")
 SIDES = {"ours": "edge-agent", "peer": "transformers.js"}
+RSS_STAGES = ("load_peak_mb", "after_load_mb", "prefill_peak_mb", "decode_peak_mb")
 
 
 def load_average() -> dict[str, Any]:
@@ -62,10 +66,25 @@ def summarize(report: dict[str, Any]) -> None:
         bandwidth = roof["bandwidth"][str(report["threads"])]
         per_token = roof["weights"]["total"]
         roof["bound_tokens_per_s"] = bandwidth / per_token
+        kernel = roof.get("kernel")
         for entry in summary.values():
             entry["roofline_fraction"] = {
                 side: m["decode_tokens_per_s"] * per_token / bandwidth for side, m in entry["medians"].items()
             }
+            if kernel and kernel["seconds_per_token"]:
+                # decode speed / the speed if a token took only its MatMulNBits kernels' time: ours only, the kernels
+                # are timed at ours' accuracy levels (the peer runs the files' own)
+                ours = entry["medians"]["ours"]["decode_tokens_per_s"]
+                entry["kernel_fraction"] = {"ours": ours * kernel["seconds_per_token"]}
+    for name, case in report["cases"].items():
+        stages = [r["rss"] for r in case["runs"].get("ours", []) if "rss" in r]
+        if stages:
+            summary[name]["rss_stages"] = {
+                key: statistics.median(s[key] for s in stages)
+                for key in RSS_STAGES
+                if all(s.get(key) is not None for s in stages)
+            }
+            summary[name]["rss_end"] = stages[-1].get("end", {})
     report["summary"] = summary
 
 
@@ -90,8 +109,38 @@ def _case_rows(name: str, case: dict[str, Any], entry: dict[str, Any]) -> list[s
         rows.append(_row(label, values, entry.get("ratio", {}).get(metric), fmt))
     if "roofline_fraction" in entry:
         rows.append(_row("decode / roofline bound", entry["roofline_fraction"], None, ".1%"))
+    if "kernel_fraction" in entry:
+        rows.append(_row("decode / MatMulNBits-alone bound", entry["kernel_fraction"], None, ".1%"))
+    rows += _rss_rows(entry)
     if "same_ids" in entry:
         rows.append(f"  same greedy ids: {entry['same_ids']}; distinct ids (ours): {entry['distinct_ids']}")
+    return rows
+
+
+def _rss_rows(entry: dict[str, Any]) -> list[str]:
+    """Ours' RSS by stage (medians) and, from the last run, resident memory by mapping at the end."""
+    stages = entry.get("rss_stages")
+    if not stages:
+        return []
+    labels = {"load_peak_mb": "load peak", "after_load_mb": "after load", "prefill_peak_mb": "prefill peak"}
+    labels["decode_peak_mb"] = "decode peak"
+    rows = ["  ours' RSS MB: " + ", ".join(f"{labels[k]} {v:.0f}" for k, v in stages.items())]
+    end = entry.get("rss_end") or {}
+    if end:
+        files = ", ".join(f"{name} {size:.0f}" for name, size in end["files_mb"].items())
+        rows.append(
+            f"    at the end: anonymous {end['anonymous_mb']:.0f}, file-backed {end['file_backed_mb']:.0f} ({files})"
+        )
+    return rows
+
+
+def _kernel_rows(report: dict[str, Any]) -> list[str]:
+    kernel = report["roofline"].get("kernel")
+    if not kernel:
+        return []
+    bandwidth = report["roofline"]["bandwidth"][str(report["threads"])]
+    rows = kernel_ceiling.describe(kernel)
+    rows.append(f"  MatMulNBits alone reads at {kernel['bandwidth'] / bandwidth:.1%} of the measured read bandwidth")
     return rows
 
 
@@ -125,5 +174,5 @@ def table(report: dict[str, Any]) -> str:
     options = report["cases"]["prompt"]["runs"]["ours"][0]["engine_options"]
     lines.append(f"  engine options: {', '.join(f'{k}={v}' for k, v in options.items())}")
     if "roofline" in report:
-        lines += _roofline_rows(report)
+        lines += _roofline_rows(report) + _kernel_rows(report)
     return "\n".join(lines)

@@ -5,8 +5,9 @@ Ours is edge-agent's engine and decode loop (TextEngine + generate, greedy, eos 
 cases run in transformers.js (models/.node, the public reference client of these exports) on the same files,
 ids and thread count, alternating ours / peer for --rounds rounds; medians and ratios are printed. Cases: a
 --prompt-tokens prompt then --new-tokens new tokens; a --long-prompt prompt (prefill); ours only, a --context
-prompt then --context-new tokens (decode at a long context). Also prints the decode roofline (bench/roofline.py)
-and the load average at start and end; --json FILE (or --json alone: stdout) writes the figures.
+prompt then --context-new tokens (decode at a long context). Also prints the decode roofline (bench/roofline.py),
+the kernel ceiling (bench/kernel_ceiling.py: MatMulNBits alone at the model's shapes), ours' RSS by stage
+(bench/rss.py) and the load average at start and end; --json FILE (or --json alone: stdout) writes the figures.
 Run: .venv/bin/python bench/generate.py --model ~/.cache/edge-agent/bench-models/e2b --variant q4 --peer
 Benchmark model: bench/build_bench_model.py. The peer: ONNXRUNTIME_NODE_INSTALL=skip npm install --prefix
 models/.node @huggingface/transformers@4.3.1 (as `make fixtures` does).
@@ -29,7 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_report
+import kernel_ceiling
 import roofline
+from rss import MB, RssSampler, resident_by_mapping, rss_bytes
 
 from edge_agent.config.model import ModelConfig
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
@@ -91,6 +94,11 @@ def make_engine(files: ModelFiles, options: EngineOptions) -> TextEngine:
     return TextEngine(files, options, encoders=())
 
 
+def _max_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (as the peer's is read: ru_maxrss, KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     """One measured generation in this process (after a short warm-up)."""
     options = engine_options(args.model, args.threads, args.engine_option)
@@ -98,18 +106,27 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     engine = make_engine(files, options)
     load_s = time.monotonic() - started
+    after_load = rss_bytes()
+    rss: dict[str, Any] = {"load_peak_mb": _max_rss_mb(), "after_load_mb": after_load / MB if after_load else None}
     tokenizer = Tokenizer(args.model)
     prompt = prompt_ids(files.info.vocab_size, args.prompt_tokens)
     generate(engine, prompt[:8], GenerationSettings(max_new_tokens=2), tokenizer.stream())  # warm-up
     settings = GenerationSettings(max_new_tokens=args.new_tokens, max_context=len(prompt) + args.new_tokens + 1)
-    result = generate(engine, prompt, settings, tokenizer.stream())
+    with RssSampler() as sampler:
+        began = time.monotonic()
+        result = generate(engine, prompt, settings, tokenizer.stream())
+        ended = time.monotonic()
+    rss["prefill_peak_mb"] = sampler.peak_mb(began, began + result.ttft_s)
+    rss["decode_peak_mb"] = sampler.peak_mb(began + result.ttft_s, ended)
+    rss["end"] = resident_by_mapping()
     return {
         "ids": result.ids,
         "prefill_tokens_per_s": len(prompt) / result.ttft_s,
         "decode_tokens_per_s": result.decode_tokens_per_s,
         "ttft_ms": result.ttft_s * 1000,
         "load_s": load_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _max_rss_mb(),
+        "rss": rss,
         "engine_options": {k: repr(v) for k, v in dataclasses.asdict(options).items()},
     }
 
@@ -185,7 +202,13 @@ def parse_args() -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="an EngineOptions field for ours (repeat; nested: rewrites.accuracy_level=4)",
     )
-    parser.add_argument("--no-roofline", action="store_true", help="skip the bandwidth measurement")
+    parser.add_argument("--no-roofline", action="store_true", help="skip the bandwidth and kernel measurements")
+    parser.add_argument(
+        "--no-kernel-ceiling", action="store_true", help="skip timing MatMulNBits alone at the model's shapes"
+    )
+    parser.add_argument(
+        "--kernel-bytes", type=int, default=kernel_ceiling.SHAPE_BYTES, help="stored bytes per kernel shape timed"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one worker may take")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the figures (no FILE: stdout)")
     parser.add_argument("--worker", choices=("ours", "peer"), help=argparse.SUPPRESS)
@@ -212,6 +235,10 @@ def main() -> None:
             "weights": roofline.weight_bytes(args.model, args.variant),
             "bandwidth": {str(t): roofline.read_bandwidth(t) for t in sorted({1, args.threads})},
         }
+        if not args.no_kernel_ceiling:
+            decoder = locate_model(args.model, args.variant, verify=False).decoder.onnx
+            rewrites = engine_options(args.model, args.threads, args.engine_option).rewrites
+            report["roofline"]["kernel"] = kernel_ceiling.measure(decoder, rewrites, args.threads, args.kernel_bytes)
     report["load_end"] = bench_report.load_average()
     bench_report.summarize(report)
     print(bench_report.table(report))

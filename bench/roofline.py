@@ -3,7 +3,9 @@
 Bandwidth: the best of several reads of a buffer much larger than the caches (1 GiB), with 1 thread and with N
 threads (each reading its own slice; numpy releases the GIL). Bytes per token: every initializer (and Constant)
 of the decoder graph as stored (MatMulNBits weights + scales at 4 bits), grouped by the op that consumes it,
-plus one row of each embedding table the embed graph gathers from (not the whole table).
+plus one row of each embedding table the embed graph gathers from (not the whole table). Kernel ceiling
+(bench/kernel_ceiling.py): what onnxruntime's MatMulNBits kernel alone streams at the decoder's own shapes, block
+sizes and the accuracy levels the daemon runs by default.
 Run: .venv/bin/python bench/roofline.py MODEL_DIR [--variant q4] [--threads 2]
 """
 
@@ -15,9 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import kernel_ceiling
 import numpy as np
 import onnx
 from onnx import helper
+
+from edge_agent.config.model import ModelConfig
+from edge_agent.model.runtime.engine import EngineOptions
 
 GIB = 1 << 30
 CATEGORIES = ("MatMulNBits", "MatMul/Gemm", "Gather", "other")
@@ -107,15 +113,25 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--variant", default="q4")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-kernel-ceiling", action="store_true", help="skip timing MatMulNBits alone")
     args = parser.parse_args()
+    args.model = args.model.expanduser()
     weights = weight_bytes(args.model, args.variant)
     for name, size in [*weights["decoder"].items(), ("embedding rows", weights["embedding_rows"])]:
         print(f"  {name:15s} {size / 1e6:10.1f} MB")
     print(f"  {'per token':15s} {weights['total'] / 1e6:10.1f} MB")
+    bandwidth = 0.0
     for threads in sorted({1, args.threads}):
         bandwidth = read_bandwidth(threads)
         print(f"  read bandwidth, {threads} thread(s): {bandwidth / 1e9:.1f} GB/s", end="")
         print(f" -> decode bound {bandwidth / weights['total']:.1f} tok/s")
+    if not args.no_kernel_ceiling:
+        suffix = "" if args.variant == "fp32" else f"_{args.variant}"
+        decoder = args.model / "onnx" / f"decoder_model_merged{suffix}.onnx"
+        rewrites = EngineOptions.from_config(ModelConfig(path=args.model)).rewrites  # the daemon's default levels
+        ceiling = kernel_ceiling.measure(decoder, rewrites, args.threads)
+        print("\n".join(kernel_ceiling.describe(ceiling)))
+        print(f"  MatMulNBits alone reads at {ceiling['bandwidth'] / bandwidth:.1%} of the read bandwidth")
 
 
 if __name__ == "__main__":

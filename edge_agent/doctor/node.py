@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge_agent.config import HealthConfig, ModelConfig
 from edge_agent.doctor.check import Check, fail, ok, warn
-from edge_agent.health.admission import estimate_memory
+from edge_agent.health.admission import estimate_memory, repack_bytes
 from edge_agent.health.probes import Probes
 from edge_agent.model.store.files import ModelFiles, ModelFilesError, locate_model, verify_manifest
 from edge_agent.model.store.geometry import model_sizes
@@ -93,8 +93,10 @@ def check_memory(files: ModelFiles | None, probes: Probes, model: ModelConfig, h
     have = f"{_mb(memory.available_mb)} available of {_mb(memory.total_mb)}"
     if files is None:
         return warn("memory", f"{have}; the model was not found, so its needs are unknown")
+    sizes = model_sizes(files)
+    repack = repack_bytes(sizes, model.int8_activations, model.accuracy_level)
     estimate = estimate_memory(
-        model_sizes(files), model.max_context, health.admission_margin_pct, health.admission_margin_mb
+        sizes, model.max_context, health.admission_margin_pct, health.admission_margin_mb, repack=repack
     )
     need = estimate.total_mb
     detail = f"the {files.variant} model {estimate.describe()}; {have}"

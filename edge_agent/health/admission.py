@@ -12,6 +12,7 @@ from edge_agent.config.node import HealthConfig
 from edge_agent.messages import ModelSizes
 
 MIB = 2**20
+INT8_ACTIVATIONS = 4  # the MatMulNBits accuracy level (int8 activations) at which onnxruntime keeps a repacked copy
 Decision = Literal["load", "fallback", "refuse"]
 
 
@@ -30,11 +31,12 @@ class MemoryEstimate:
     files_bytes: int
     kv_cache_bytes: int
     margin_bytes: int
+    repack_bytes: int = 0  # what onnxruntime keeps beyond the files for INT4 weights at the levels they will run
 
     @property
     def total_bytes(self) -> int:
-        """Files + KV cache + margin."""
-        return self.files_bytes + self.kv_cache_bytes + self.margin_bytes
+        """Files + INT4 repack + KV cache + margin."""
+        return self.files_bytes + self.repack_bytes + self.kv_cache_bytes + self.margin_bytes
 
     @property
     def total_mb(self) -> float:
@@ -42,9 +44,11 @@ class MemoryEstimate:
         return self.total_bytes / MIB
 
     def describe(self) -> str:
-        """'needs ~2140 MB (files 1610 MB + KV cache 230 MB + margin 300 MB)'."""
+        """'needs ~2140 MB (files 1610 MB + KV cache 230 MB + margin 300 MB)', with '+ INT4 repack N MB' after the
+        files where onnxruntime keeps one."""
+        repack = f" + INT4 repack {_mb(self.repack_bytes)} MB" if self.repack_bytes else ""
         return (
-            f"needs ~{_mb(self.total_bytes)} MB (files {_mb(self.files_bytes)} MB + KV cache "
+            f"needs ~{_mb(self.total_bytes)} MB (files {_mb(self.files_bytes)} MB{repack} + KV cache "
             f"{_mb(self.kv_cache_bytes)} MB + margin {_mb(self.margin_bytes)} MB)"
         )
 
@@ -59,23 +63,41 @@ class MemoryEstimate:
             "variant": self.variant,
             "context": self.context,
             "files_mb": round(self.files_bytes / MIB, 1),
+            "repack_mb": round(self.repack_bytes / MIB, 1),
             "kv_cache_mb": round(self.kv_cache_bytes / MIB, 1),
             "margin_mb": round(self.margin_bytes / MIB, 1),
             "total_mb": round(self.total_mb, 1),
         }
 
 
+def repack_bytes(sizes: ModelSizes, int8_activations: bool, accuracy_level: int | None) -> int:
+    """What onnxruntime keeps beyond the files for the INT4 weights at the accuracy levels the engine gives the
+    decoder (`model.int8_activations`, `model.accuracy_level`): on x86 level 4 adds a float32 copy of the scales
+    and block sums (0.4x the MatMulNBits bytes at block 32); `sizes` has the figures for this machine."""
+    every, stored = sizes.level4_repack_bytes, sizes.stored_level4_repack_bytes
+    if accuracy_level is not None:
+        return every if accuracy_level == INT8_ACTIVATIONS else stored
+    return every if int8_activations else stored
+
+
 def estimate_memory(
-    sizes: ModelSizes, context: int, margin_pct: float, margin_mb: float, trim_sliding: bool = False
+    sizes: ModelSizes,
+    context: int,
+    margin_pct: float,
+    margin_mb: float,
+    trim_sliding: bool = False,
+    *,
+    repack: int = 0,
 ) -> MemoryEstimate:
-    """Graph files and sidecars of the variant + KV cache for `context` tokens + a margin."""
+    """Graph files and sidecars of the variant + `repack` bytes of repacked INT4 weights (`repack_bytes`) + KV
+    cache for `context` tokens + a margin."""
     # TextEngine keeps every position in sliding layers too (the graph applies the window through the mask),
     # so sliding layers count the whole context unless `trim_sliding` says the engine keeps only the window.
     kv_bytes = sizes.kv_cache_bytes(context, trim_sliding)
     # An estimate, not a measurement: the margin stands for onnxruntime's arena, activations, the previous and
     # the next KV cache alive together during a decoder run, and the tokenizer; it is not derived from the graphs.
     margin = round((sizes.files_bytes + kv_bytes) * margin_pct / 100 + margin_mb * MIB)
-    return MemoryEstimate(sizes.root, sizes.variant, context, sizes.files_bytes, kv_bytes, margin)
+    return MemoryEstimate(sizes.root, sizes.variant, context, sizes.files_bytes, kv_bytes, margin, repack)
 
 
 @dataclass(frozen=True)
@@ -164,12 +186,15 @@ def admit(
     `memory_available_mb` comes from `Probes.memory()`, the view the degradation ladder reads too."""
 
     def estimate(root: Path, variant: str) -> MemoryEstimate:
+        sizes = sizes_at(root, variant)
+        repack = repack_bytes(sizes, model.int8_activations, model.accuracy_level)
         return estimate_memory(
-            sizes_at(root, variant),
+            sizes,
             model.max_context,
             health.admission_margin_pct,
             health.admission_margin_mb,
             trim_sliding,
+            repack=repack,
         )
 
     location = fallback_location(model)

@@ -107,7 +107,7 @@ def test_estimate_counts_the_variants_files_kv_cache_and_margin() -> None:
     assert estimate.files_bytes == q4_bytes(LARGE)
     assert estimate.kv_cache_bytes == kv
     assert estimate.margin_bytes == round((q4_bytes(LARGE) + kv) * 0.25 + 150 * MIB)
-    assert estimate.total_bytes == estimate.files_bytes + kv + estimate.margin_bytes
+    assert estimate.total_bytes == estimate.files_bytes + kv + estimate.margin_bytes  # no repack passed
     assert estimate.to_json()["total_mb"] == round(estimate.total_mb, 1)
 
 
@@ -138,8 +138,9 @@ def test_a_model_that_does_not_fit_the_limit_is_refused_with_the_numbers() -> No
     assert fallback is not None and primary.margin_bytes > 2000 * MIB
     # KV caches for 4096 positions, float32: 4 sliding x 1.5 MiB + 1 full x 3 MiB; 3 x 0.5 MiB + 1 x 1 MiB
     assert re.fullmatch(
-        r"not loading tiny-gemma4-b \(q4\): needs ~\d+ MB \(files [\d.]+ MB \+ KV cache 9.00 MB \+ margin \d+ MB\); "
-        r"fallback tiny-gemma4 \(q4\) needs ~\d+ MB \(files [\d.]+ MB \+ KV cache 2.50 MB \+ margin \d+ MB\); "
+        r"not loading tiny-gemma4-b \(q4\): needs ~\d+ MB \(files [\d.]+ MB( \+ INT4 repack [\d.]+ MB)? "
+        r"\+ KV cache 9.00 MB \+ margin \d+ MB\); fallback tiny-gemma4 \(q4\) needs ~\d+ MB \(files [\d.]+ MB"
+        r"( \+ INT4 repack [\d.]+ MB)? \+ KV cache 2.50 MB \+ margin \d+ MB\); "
         r"1200 MB available \(memory_limit_mb 1200\)",
         admission.reason,
     )

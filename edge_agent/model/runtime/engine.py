@@ -18,6 +18,7 @@ from edge_agent.model.runtime.graph_cache import PreparedGraph, default_cache_di
 from edge_agent.model.runtime.graph_rewrite import Rewrites
 from edge_agent.model.runtime.graph_split import PRESENT_IS_NEW
 from edge_agent.model.runtime.kv_cache import KVCache
+from edge_agent.model.runtime.resident import mapped_files, release_clean_file_pages
 from edge_agent.model.store.files import ModelFiles, ModelFilesError
 from edge_agent.model.store.geometry import read_kv_geometry
 
@@ -52,6 +53,10 @@ class EngineOptions:
     rewrites: Rewrites = field(default_factory=Rewrites)
     graph_cache: Path | None = None  # rewritten decoder graphs are cached here (else under the model); None: in memory
     prefill_chunk: int = 512  # a longer prompt is prefilled in pieces this long (bounds the attention scores' memory)
+    # drop the pages of the decoder's weight files (and of a cached quantized head) that onnxruntime read while
+    # packing and never reads again (x86 level 4: the INT4 scales, -232 MB resident at E2B shape; see resident.py)
+    release_file_pages: bool = True
+    session_config: tuple[str, ...] = ()  # extra onnxruntime session config entries, 'KEY=VALUE' (measurements)
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> EngineOptions:
@@ -119,6 +124,9 @@ def open_session(
         session_options.intra_op_num_threads = options.intra_op_threads
     if options.inter_op_threads:
         session_options.inter_op_num_threads = options.inter_op_threads
+    for entry in options.session_config:
+        key, _, value = entry.partition("=")
+        session_options.add_session_config_entry(key, value)
     model: str | bytes = str(path)
     if prepared is not None:  # the proto from memory, its weights from the original files (never copied on disk)
         model = prepared.model
@@ -171,6 +179,9 @@ class TextEngine:
         cache_dirs = (options.graph_cache, files.root / ".cache" / "graphs") if options.graph_cache else ()
         prepared = prepare_graph(files.decoder, options.rewrites, cache_dirs)
         self._decoder = open_session(files.decoder.onnx, options, self.providers, prepared)
+        if options.release_file_pages:
+            cached = mapped_files(prepared.tensors.values()) if prepared else []
+            release_clean_file_pages([*files.decoder.sidecars, *cached])
         self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()

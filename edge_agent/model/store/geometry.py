@@ -8,6 +8,7 @@ from typing import Any
 
 from edge_agent.messages import ModelSizes
 from edge_agent.model.store.files import ModelFiles, ModelFilesError, locate_model, read_model_config
+from edge_agent.model.store.packing import repack_bytes
 
 # Gemma4TextConfig's defaults (transformers 5.23) for keys a config.json may leave out.
 _DEFAULT_KV_HEADS = 4
@@ -84,18 +85,25 @@ def kv_bytes_per_value(variant: str) -> int:
 
 
 def model_sizes(files: ModelFiles) -> ModelSizes:
-    """Bytes of the variant's graph files and of its KV cache per position, for admission."""
+    """Bytes of the variant's graph files, of what onnxruntime repacks beyond them on this machine, and of its KV
+    cache per position, for admission."""
     geometry = read_kv_geometry(files.root / "config.json")
+    repack = repack_bytes(files.decoder.onnx)
+    # the engine sets the accuracy level on the decoder only: other graphs' nodes run at the level they store
+    others = sum(repack_bytes(graph.onnx).stored_level4 for graph in files.graphs() if graph != files.decoder)
     per_value = kv_bytes_per_value(files.variant)
     sliding = KVGeometry(tuple(layer for layer in geometry.layers if layer.sliding), geometry.sliding_window)
-    return ModelSizes(
+    sizes = ModelSizes(
         root=str(files.root),
         variant=files.variant,
         files_bytes=sum(path.stat().st_size for graph in files.graphs() for path in graph.paths),
         kv_bytes_per_position=geometry.cache_bytes(1, per_value),
         sliding_kv_bytes_per_position=sliding.cache_bytes(1, per_value),
         sliding_window=geometry.sliding_window,
+        level4_repack_bytes=repack.every_node + others,
+        stored_level4_repack_bytes=repack.stored_level4 + others,
     )
+    return sizes
 
 
 def sizes_at(root: str | Path, variant: str) -> ModelSizes:
