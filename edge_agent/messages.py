@@ -76,6 +76,7 @@ class AskRequest:
     image: bytes | None = None  # a JPEG/PNG the asker sent (decoded from base64, not yet checked)
     audio: bytes | None = None  # a WAV/FLAC the asker sent (decoded from base64, not yet checked)
     partial: Callable[[str, bool], None] | None = None  # streamed answer: (new text, it replaces what was sent)
+    references: tuple[str, ...] = ()  # names of configured reference images to show the model first
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class ModelSizes:
     kv_bytes_per_position: int  # every layer that keeps a cache
     sliding_kv_bytes_per_position: int  # the part of it in sliding-window layers
     sliding_window: int
+    level4_repack_bytes: int = 0  # kept beyond the files if every decoder INT4 kernel runs at accuracy level 4 here
+    stored_level4_repack_bytes: int = 0  # the same for the kernels whose files already set level 4
 
     def kv_cache_bytes(self, context: int, trim_sliding: bool = False) -> int:
         """Keys plus values for `context` positions; with `trim_sliding`, sliding layers keep only their window."""

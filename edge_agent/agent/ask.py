@@ -13,6 +13,7 @@ import numpy as np
 from edge_agent.agent.converse import converse, visible_text
 from edge_agent.agent.freshness import frame_age_s, stale_frame
 from edge_agent.agent.model_host import LoadedModel
+from edge_agent.agent.references import ReferenceLibrary
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
 from edge_agent.agent.shared import AgentCore
 from edge_agent.agent.stream import TextStream
@@ -20,16 +21,18 @@ from edge_agent.agent.watch import WatchTasks
 from edge_agent.messages import AskReply, AskRequest, Frame
 from edge_agent.model.media.from_bytes import audio_from_bytes, image_from_bytes
 from edge_agent.model.runtime.answer import Question
+from edge_agent.model.runtime.feature_cache import ReferenceImage
 
 ASK_SYSTEM = "You are the assistant of a home, running on a small local computer. Answer briefly."
 
 
 @dataclass(frozen=True)
 class SentMedia:
-    """The decoded image and recording a question carried (empty tuples when none)."""
+    """The decoded image and recording a question carried, and the reference images it named (empty when none)."""
 
     images: tuple[np.ndarray, ...] = ()
     audio: tuple[np.ndarray, ...] = ()
+    references: tuple[ReferenceImage, ...] = ()
 
 
 class Questions:
@@ -37,6 +40,7 @@ class Questions:
 
     def __init__(self, core: AgentCore, watch: WatchTasks) -> None:
         self.core, self.watch = core, watch
+        self.references = ReferenceLibrary(lambda: core.config.references)
 
     async def ask(self, request: AskRequest) -> AskReply:
         """Queue the question, wait for the model, reply with context."""
@@ -56,7 +60,7 @@ class Questions:
             return AskReply("error", error=f"no camera named {request.camera!r}")
         try:
             sent = await self._decode(request)
-        except ValueError as exc:  # ImageError, AudioError: not an image, too large, unreadable
+        except ValueError as exc:  # ImageError, AudioError, UnknownReferenceError: not an image, too large, unknown
             return AskReply("error", error=str(exc))
         deadline = time.monotonic() + core.config.mqtt.ask_timeout_s
         job = core.scheduler.submit(
@@ -73,8 +77,10 @@ class Questions:
 
     async def _decode(self, request: AskRequest) -> SentMedia:
         """The image and recording the question carried, checked against the mqtt.ask_max_* bounds and decoded
-        (off the loop); ValueError with one line saying what is wrong."""
+        (off the loop), and the reference images it named; ValueError with one line saying what is wrong."""
         mqtt = self.core.config.mqtt
+        budget = self.core.degradation().image_budget
+        references = await asyncio.to_thread(self.references.resolve, request.references, budget)
         if request.image is not None and len(request.image) > mqtt.ask_max_image_bytes:
             size, most = len(request.image), mqtt.ask_max_image_bytes
             raise ValueError(f"image: {size} bytes is too large (mqtt.ask_max_image_bytes: {most})")
@@ -82,7 +88,7 @@ class Questions:
         audio: tuple[np.ndarray, ...] = ()
         if request.audio is not None:
             audio = (await asyncio.to_thread(audio_from_bytes, request.audio, mqtt.ask_max_audio_s),)
-        return SentMedia(images, audio)
+        return SentMedia(images, audio, references)
 
     def _abandon(self, job: Job) -> None:
         if self.core.scheduler.current is job:
@@ -109,8 +115,12 @@ class Questions:
 
     @staticmethod
     def _check_senses(model: LoadedModel, sent: SentMedia) -> None:
-        """Refuse an image or a recording the model cannot take."""
-        for kind, items, encoder in (("image", sent.images, "vision"), ("audio", sent.audio, "audio")):
+        """Refuse an image (a reference image too) or a recording the model cannot take."""
+        seen = (
+            ("image", sent.images + tuple(r.image for r in sent.references), "vision"),
+            ("audio", sent.audio, "audio"),
+        )
+        for kind, items, encoder in seen:
             if items and not model.files.modalities[kind]:
                 why = f"{kind}: the model {model.label} cannot take {kind} (no {encoder} encoder)"
                 raise JobRefusedError(f"no_{encoder}", why)
@@ -131,6 +141,7 @@ class Questions:
             image_budget=state.image_budget(core.config.model.image_budget),
             thinking=core.config.model.thinking,
             tools=tools,
+            references=sent.references,
         )
         exchange = await converse(
             model,
@@ -154,4 +165,5 @@ class Questions:
             "degradation_level": int(state.level),
             "snapshot_id": snapshot,
             "frame_age_s": round(age, 3) if age is not None else None,
+            "references": [reference.name for reference in sent.references],
         }

@@ -73,18 +73,34 @@ def _grammar_problem(tool: ToolConfig) -> str | None:
     return None
 
 
+def _unknown_references(config: Config) -> list[tuple[KeyPath, str]]:
+    """Reference names a task uses that the `references` section does not define."""
+    known = {r.name for r in config.references}
+    shown = ", ".join(sorted(known)) or "none"
+    problems: list[tuple[KeyPath, str]] = []
+    for index, task in enumerate(config.tasks):
+        for pos, name in enumerate(getattr(task, "references", None) or ()):  # watch tasks may name references
+            if name not in known:
+                problems.append(
+                    (("tasks", index, "references", pos), f"no reference named '{name}' in 'references' ({shown})")
+                )
+    return problems
+
+
 def cross_check(config: Config) -> list[tuple[KeyPath, str]]:
     """Problems that involve more than one section, each with the key path it belongs to."""
     problems: list[tuple[KeyPath, str]] = []
     problems += _duplicates("cameras", [c.name for c in config.cameras])
     problems += _duplicates("tasks", [t.name for t in config.tasks])
     problems += _duplicates("tools", [t.name for t in config.tools])
+    problems += _duplicates("references", [r.name for r in config.references])
     cameras = {c.name for c in config.cameras}
     tools = {t.name for t in config.tools}
     voice = [index for index, task in enumerate(config.tasks) if isinstance(task, VoiceTaskConfig)]
     problems += [
         (("tasks", index, "kind"), "only one voice task: the microphone has one stream") for index in voice[1:]
     ]
+    problems += _unknown_references(config)
     for index, task in enumerate(config.tasks):
         if isinstance(task, WatchTaskConfig) and task.camera not in cameras:
             problems.append((("tasks", index, "camera"), f"no camera named '{task.camera}' in 'cameras'"))

@@ -37,11 +37,13 @@ GEMMA4 = ChatFormat()
 
 @dataclass(frozen=True)
 class Message:
-    """One turn: images/audio (rendered before the text, in order), text, tool calls, tool responses."""
+    """One turn: captioned media (each caption's text, then its placeholder), then images/audio (rendered before the
+    text, in order), text, tool calls, tool responses."""
 
     role: Role
     text: str = ""
     media: tuple[Media, ...] = ()
+    captioned: tuple[tuple[str, Media], ...] = ()  # e.g. ("Reference image 'rex':", "image"), before `media`
     tool_calls: tuple[ToolCall, ...] = ()
     tool_responses: tuple[ToolResponse, ...] = ()
 
@@ -68,6 +70,7 @@ def render_prompt(
         out.append(f"{fmt.turn_start}{message.role}\n")
         out += [format_call(call) for call in message.tool_calls]
         out += [format_response(response) for response in message.tool_responses]
+        out += [caption.strip() + MEDIA_MARKUP[kind] for caption, kind in message.captioned]
         out += [MEDIA_MARKUP[kind] for kind in message.media]
         out.append(strip_thoughts(message.text, fmt) if message.role == "model" else message.text.strip())
         continues_model_turn = bool(message.tool_responses)

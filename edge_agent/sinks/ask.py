@@ -6,22 +6,24 @@ import asyncio
 import base64
 import binascii
 import functools
-import itertools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from paho.mqtt.client import topic_matches_sub
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_agent.messages import AskReply, AskRequest, Inbound
+from edge_agent.sinks.partial import PartialSender
 
 log = logging.getLogger(__name__)
 
 AskHandler = Callable[[AskRequest], Awaitable[AskReply]]
+ReferenceName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]+$", min_length=1, max_length=64)]
+MAX_REFERENCES = 8
 
 
 class AskPayload(BaseModel):
@@ -37,6 +39,11 @@ class AskPayload(BaseModel):
     image: str | None = Field(default=None, min_length=1, description="A JPEG or PNG image, base64.")
     audio: str | None = Field(default=None, min_length=1, description="A WAV or FLAC recording, base64.")
     stream: bool = Field(default=False, description="Send the answer's text as it is written, then the reply.")
+    references: list[ReferenceName] = Field(
+        default_factory=list,
+        max_length=MAX_REFERENCES,
+        description="Names of configured reference images to show the model first (e.g. ['rex']).",
+    )
 
     @field_validator("question")
     @classmethod
@@ -69,7 +76,8 @@ class Destination:
     correlation_data: bytes | None = None
 
 
-def _problem(exc: ValidationError) -> str:
+def request_problem(exc: ValidationError) -> str:
+    """One line saying what is wrong with a JSON request (at most three fields)."""
     parts = []
     for error in exc.errors()[:3]:
         where = ".".join(str(p) for p in error["loc"])
@@ -78,7 +86,7 @@ def _problem(exc: ValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _echo_id(payload: bytes) -> str | None:
+def echo_id(payload: bytes) -> str | None:
     """The request's `id`, if one can be read at all (so even a rejected request can be matched)."""
     try:
         body = json.loads(payload)
@@ -153,27 +161,6 @@ class LogEvery:
         self._last, self._quiet = now, 0
 
 
-class PartialSender:
-    """A streamed answer's partial messages, numbered from 0 and published from the loop (the model calls this from
-    its own thread, before it returns the answer); none after the final reply."""
-
-    def __init__(self, publish: Callable[[dict[str, Any]], None], request_id: str | None) -> None:
-        self.publish, self.request_id = publish, request_id
-        self.closed = False
-        self._loop, self._numbers = asyncio.get_running_loop(), itertools.count()
-
-    def __call__(self, text: str, reset: bool) -> None:
-        """Send `text` (added to what was sent, or replacing it when `reset`)."""
-        body: dict[str, Any] = {"id": self.request_id, "status": "partial", "text": text, "seq": next(self._numbers)}
-        if reset:
-            body["reset"] = True
-        self._loop.call_soon_threadsafe(self._send, body)
-
-    def _send(self, body: dict[str, Any]) -> None:
-        if not self.closed:
-            self.publish(body)
-
-
 class AskService:
     """Turns `ask` messages into requests on a bounded queue and publishes exactly one reply for each."""
 
@@ -206,7 +193,7 @@ class AskService:
                 self.refused_topics += 1
                 self._refusals.warning("ask: %s; the refusal went to %s", refusal, self.answer_topic)
                 small = len(message.payload) <= self.max_bytes
-                request = AskRequest(None, "mqtt", id=_echo_id(message.payload) if small else None, received=received)
+                request = AskRequest(None, "mqtt", id=echo_id(message.payload) if small else None, received=received)
                 self._reply(request, destination, refusal)
                 return
             destination = Destination(message.response_topic, message.correlation_data)
@@ -217,8 +204,8 @@ class AskService:
         try:
             body = AskPayload.model_validate_json(message.payload)
         except ValidationError as exc:
-            request = AskRequest(None, "mqtt", id=_echo_id(message.payload), received=received)
-            self._reply(request, destination, _problem(exc))
+            request = AskRequest(None, "mqtt", id=echo_id(message.payload), received=received)
+            self._reply(request, destination, request_problem(exc))
             return
         try:
             image, audio = _base64("image", body.image), _base64("audio", body.audio)
@@ -228,7 +215,15 @@ class AskService:
         publish = functools.partial(self._publish, destination)
         partial = PartialSender(publish, body.id) if body.stream else None
         request = AskRequest(
-            body.question, "mqtt", body.id, body.camera, received, image=image, audio=audio, partial=partial
+            body.question,
+            "mqtt",
+            body.id,
+            body.camera,
+            received,
+            image=image,
+            audio=audio,
+            partial=partial,
+            references=tuple(body.references),
         )
         self.submit(request, destination)
 

@@ -17,7 +17,7 @@ from edge_agent.agent.freshness import frame_age_s, stale_frame
 from edge_agent.agent.senses import task_input_problems
 from edge_agent.config import CameraConfig, load_config
 from edge_agent.messages import Frame
-from edge_agent.sinks.ask import AskPayload, _problem
+from edge_agent.sinks.ask import AskPayload, request_problem
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "tiny-gemma4"
 
@@ -54,7 +54,7 @@ def test_a_frame_older_than_the_limit_is_stale_naming_camera_and_age(
 def test_a_blank_question_is_an_invalid_request() -> None:
     with pytest.raises(ValidationError) as caught:
         AskPayload.model_validate_json(b'{"question": " \\n\\t "}')
-    assert _problem(caught.value) == "invalid request: question: must not be empty or only whitespace"
+    assert request_problem(caught.value) == "invalid request: question: must not be empty or only whitespace"
     assert AskPayload.model_validate_json(b'{"question": " hi "}').question == " hi "
 
 

@@ -23,6 +23,13 @@ from edge_agent.model.media.video import (
 from edge_agent.model.media.vision import ImageInput, VisionSettings, preprocess_image
 from edge_agent.model.runtime.context import Conversation, PrefixCache
 from edge_agent.model.runtime.engine import TextEngine
+from edge_agent.model.runtime.feature_cache import (
+    DEFAULT_FEATURE_CACHE_BYTES,
+    FeatureCache,
+    ReferenceImage,
+    check_reference,
+    reference_features,
+)
 from edge_agent.model.runtime.generate import Generation, GenerationSettings
 from edge_agent.model.runtime.kv_cache import KVCache
 from edge_agent.model.runtime.media_prompt import (
@@ -32,6 +39,7 @@ from edge_agent.model.runtime.media_prompt import (
     PrefilledModel,
     encode_media,
     merge_media,
+    with_leading_images,
 )
 from edge_agent.model.runtime.multimodal import MediaMismatchError, MediaTokens
 from edge_agent.model.runtime.tokenizer import Tokenizer
@@ -53,6 +61,7 @@ class Question:
     videos: tuple[Clip, ...] = ()  # BGR frames with their timestamps, written after the images and audio
     video_budget: int = DEFAULT_VIDEO_BUDGET  # soft tokens per video frame
     video_frames: int = DEFAULT_NUM_FRAMES  # frames sampled from each clip (all of a shorter one)
+    references: tuple[ReferenceImage, ...] = ()  # named images shown first, each with its caption and own budget
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ class Answer:
     prefilled_tokens: int = 0  # prompt positions this answer ran through the decoder
     reused_tokens: int = 0  # prompt positions taken from a cached prefix instead
     video_tokens: tuple[int, ...] = ()  # soft tokens of each clip (all its frames)
+    reference_tokens: tuple[int, ...] = ()  # soft tokens of each reference image (also first in image_tokens)
 
 
 DEFAULT_PREFIX_CACHE_BYTES = 64 * 2**20
@@ -95,20 +105,27 @@ class Answerer:
     """One loaded model that answers questions; not thread-safe (one inference at a time)."""
 
     def __init__(
-        self, engine: TextEngine, tokenizer: Tokenizer, prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES
+        self,
+        engine: TextEngine,
+        tokenizer: Tokenizer,
+        prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+        feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
     ) -> None:
         self.engine, self.tokenizer = engine, tokenizer
         self.prefixes = PrefixCache(prefix_cache_bytes)
+        self.features = FeatureCache(feature_cache_bytes)  # reference images' encoder rows, for this model only
         self._placeholders = MediaTokens.from_info(engine.files.info).placeholders
         self.vision_settings = VisionSettings.from_model_dir(engine.files.root)
         self.audio_settings = AudioSettings.from_model_dir(engine.files.root)
 
     def check_supported(self, question: Question) -> None:
         """Refuse media the model has no encoder for, before any work is done."""
-        if (question.images or question.videos) and self.engine.vision is None:
+        if (question.images or question.videos or question.references) and self.engine.vision is None:
             raise MediaUnsupportedError(f"this model cannot see images: {self.engine.files.root} has no vision encoder")
         if question.audio and self.engine.audio is None:
             raise MediaUnsupportedError(f"this model cannot hear audio: {self.engine.files.root} has no audio encoder")
+        for reference in question.references:  # a name or description that could break the prompt
+            check_reference(reference)
 
     def preprocess(self, question: Question) -> tuple[list[ImageInput], list[AudioInput]]:
         """Images to patches at the question's budget, clips to log-mel features."""
@@ -124,13 +141,15 @@ class Answerer:
         ]
 
     def prompt_ids(self, question: Question) -> list[int]:
-        """The rendered chat prompt, one placeholder per image and audio clip, and per video frame (images first)."""
+        """The rendered chat prompt: each reference's caption and placeholder, then one placeholder per image and audio
+        clip, and per video frame (images first)."""
         image: Media = "image"
         audio: Media = "audio"
         video: Media = "video"
         media = (image,) * len(question.images) + (audio,) * len(question.audio) + (video,) * len(question.videos)
         turns = [Message("system", question.system)] if question.system else []
-        turns.append(Message("user", question.text, media=media))
+        captioned = tuple((reference.caption, image) for reference in question.references)
+        turns.append(Message("user", question.text, media=media, captioned=captioned))
         turns += question.steps
         text = render_prompt(turns, question.tools, thinking=question.thinking)
         if question.videos:  # each clip's timestamps and frame markers, one frame slot each, as the processor writes
@@ -145,7 +164,8 @@ class Answerer:
 
     def _media(self, question: Question, conversation: Conversation) -> tuple[EncodedMedia, float, float]:
         """The question's encoded media, preprocessing and encoder seconds (none when this request has them)."""
-        key = tuple(id(item) for item in (*question.images, *question.audio, *question.videos))
+        own = (*question.images, *question.audio, *question.videos)
+        key = tuple(id(item) for item in (*own, *(reference.image for reference in question.references)))
         if conversation.media is not None and conversation.media_key == key:
             return conversation.media, 0.0, 0.0
         started = time.monotonic()
@@ -153,8 +173,12 @@ class Answerer:
         videos = self.preprocess_videos(question)
         preprocess_s = time.monotonic() - started
         media = encode_media(self.engine, images, clips, videos)
+        rows, reference_s, encoded = reference_features(
+            self.engine, question.references, self.vision_settings, self.features
+        )
+        media = with_leading_images(media, rows, reference_s)
         conversation.media, conversation.media_key = media, key
-        conversation.encoder_runs += len(images) + len(clips) + sum(len(v.frames) for v in videos)
+        conversation.encoder_runs += encoded + len(images) + len(clips) + sum(len(v.frames) for v in videos)
         conversation.audio_truncated = any(c.truncated for c in clips)
         return media, preprocess_s, media.encoder_s
 
@@ -218,4 +242,5 @@ class Answerer:
             prefilled_tokens=len(prompt.ids) - reused,
             reused_tokens=reused,
             video_tokens=media.video_counts,
+            reference_tokens=media.image_counts[: len(question.references)],
         )

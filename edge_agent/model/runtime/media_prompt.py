@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -154,6 +154,19 @@ def encode_media(
         tuple(frame.num_soft_tokens for frame in frames),
         video_rows,
         tuple(sum(frame.num_soft_tokens for frame in video.frames) for video in videos),
+    )
+
+
+def with_leading_images(media: EncodedMedia, rows: Sequence[np.ndarray], seconds: float = 0.0) -> EncodedMedia:
+    """`media` with images placed before its own (reference images: the prompt shows them first), one row block each."""
+    if not rows:
+        return media
+    own = [media.image_rows] if media.image_rows is not None else []
+    return replace(
+        media,
+        image_counts=tuple(block.shape[0] for block in rows) + media.image_counts,
+        image_rows=np.concatenate([*rows, *own]),
+        encoder_s=media.encoder_s + seconds,
     )
 
 
