@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge_agent.agent.ask import Questions
+from edge_agent.agent.clip import ClipFrames
 from edge_agent.agent.scheduler import Job
 from edge_agent.agent.shared import AgentCore, ResultPublisher
 from edge_agent.agent.voice import VoiceCommands
@@ -25,9 +26,12 @@ class Agent(AgentCore):
         publisher: ResultPublisher,
         frames: Callable[[str], Frame | None],
         degradation: Callable[[], DegradationState],
+        *,
+        clip_frames: ClipFrames | None = None,
     ) -> None:
+        """`clip_frames`: a camera's kept frames for clip tasks (Capture.clip_frames); None: clip tasks are refused."""
         super().__init__(config, toolbox, publisher, frames, degradation)
-        self.watch = WatchTasks(self)
+        self.watch = WatchTasks(self, clip_frames)
         self.questions = Questions(self, self.watch)
         self.voice = VoiceCommands(self)
 

@@ -1,157 +1,71 @@
-"""Standing questions about a camera: the prompt, the schema-constrained answer and the published result."""
+"""Standing questions about a camera: what triggers them (motion, timers, the button), one at a time per task, and
+their published results; a task with `clip:` asks about the camera's recent frames (agent/clip.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-import cv2
-import jsonschema
-
-from edge_agent.agent.converse import generate_answer
+from edge_agent.agent.clip import (
+    CameraClip,
+    ClipFrames,
+    PendingClips,
+    camera_clip,
+    clip_fields,
+    clip_plan,
+    clip_question,
+    clip_window,
+)
 from edge_agent.agent.freshness import frame_age_s, stale_frame
-from edge_agent.agent.model_host import LoadedModel
+from edge_agent.agent.references import ReferenceLibrary
 from edge_agent.agent.scheduler import Job, JobContext, JobRefusedError, Priority
 from edge_agent.agent.senses import cannot_serve
 from edge_agent.agent.shared import AgentCore, log
 from edge_agent.agent.task_state import TaskAvailability
+from edge_agent.agent.watch_answer import (
+    InvalidAnswerError,
+    Snapshot,
+    Trigger,
+    WatchAnswer,
+    answer_watch,
+    parse_answer,
+    result_payload,
+    take_snapshot,
+    watch_system_prompt,
+)
 from edge_agent.config import WatchTaskConfig
+from edge_agent.health.degrade import DegradationState
 from edge_agent.messages import Frame, MotionResult
-from edge_agent.model.runtime.answer import Answer, Question
+from edge_agent.model.runtime.generate import ContextLengthError
 
-Trigger = Literal["motion", "timer", "ask", "button", "voice", "recovered"]  # recovered: its camera is back
-
-
-def watch_system_prompt(schema: dict[str, Any]) -> str:
-    """The instruction that pairs a standing question with its answer schema."""
-    return (
-        "You watch a camera. Look at the image and answer the question. "
-        "Reply with JSON only, valid against this JSON Schema: " + json.dumps(schema, sort_keys=True)
-    )
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A frame an answer was based on, and its id (published with the answer)."""
-
-    id: str
-    camera: str
-    captured_at: float
-    jpeg: bytes
-
-
-def take_snapshot(frame: Frame, quality: int) -> Snapshot:
-    """JPEG-encode a frame under a fresh id."""
-    ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError(f"camera {frame.camera}: the frame could not be encoded as JPEG")
-    return Snapshot(f"{frame.camera}-{uuid.uuid4().hex[:12]}", frame.camera, frame.captured_at, data.tobytes())
-
-
-@dataclass(frozen=True)
-class WatchAnswer:
-    """A parsed, schema-valid answer with what produced it."""
-
-    value: Any
-    answer: Answer
-    snapshot: Snapshot
-
-
-class InvalidAnswerError(Exception):
-    """The generation ended without a schema-valid answer (e.g. it ran out of tokens)."""
-
-
-def parse_answer(text: str, schema: dict[str, Any]) -> Any:
-    """The JSON value of `text`, validated against `schema`; InvalidAnswerError otherwise."""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidAnswerError(f"not JSON ({exc}): {text[:120]!r}") from None
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as exc:
-        raise InvalidAnswerError(f"does not match the answer schema: {exc.message}") from None
-    return value
-
-
-async def answer_watch(
-    model: LoadedModel,
-    task: WatchTaskConfig,
-    frame: Frame,
-    ctx: JobContext,
-    *,
-    image_budget: int,
-    max_new_tokens: int,
-    jpeg_quality: int,
-) -> WatchAnswer:
-    """Ask the task's question about `frame`, with output constrained to the task's answer schema."""
-    if frame.image is None:
-        raise JobRefusedError("no_frame", f"camera {task.camera}: no frame yet")
-    question = Question(
-        task.question,
-        images=(frame.image,),
-        system=watch_system_prompt(task.answer),
-        image_budget=image_budget,
-        thinking=task.thinking,
-    )
-    constraint = model.constraints.json_answer(task.answer, after_thought=task.thinking)
-    answer = await generate_answer(model, question, ctx, max_new_tokens, constraint=constraint)
-    text = answer.text
-    if task.thinking:
-        text = text.rsplit("<channel|>", 1)[-1]
-    value = parse_answer(_strip_specials(model, text), task.answer)
-    return WatchAnswer(value, answer, take_snapshot(frame, jpeg_quality))
-
-
-def _strip_specials(model: LoadedModel, text: str) -> str:
-    for token in model.tokenizer.special_tokens:
-        text = text.replace(token, "")
-    return text.strip()
-
-
-def result_payload(
-    task: WatchTaskConfig,
-    result: WatchAnswer,
-    trigger: Trigger,
-    model: LoadedModel,
-    *,
-    level: int,
-    started: float,
-    frame_age: float,
-) -> dict[str, Any]:
-    """The retained `task/<name>` JSON: the value and the context every result carries (`frame_age_s`: how old the
-    frame was when the model was given it)."""
-    answer = result.answer
-    return {
-        "task": task.name,
-        "value": result.value,
-        "camera": task.camera,
-        "trigger": trigger,
-        "model": model.label,
-        "degradation_level": level,
-        "snapshot_id": result.snapshot.id,
-        "frame_captured_at": round(result.snapshot.captured_at, 3),
-        "frame_age_s": round(frame_age, 3),
-        "finish_reason": answer.finish_reason,
-        "timings_ms": {**answer.times.as_ms(), "total_ms": round((time.monotonic() - started) * 1000, 2)},
-        "prompt_tokens": answer.prompt_tokens,
-    }
+__all__ = [
+    "InvalidAnswerError",
+    "Snapshot",
+    "Trigger",
+    "WatchAnswer",
+    "WatchTasks",
+    "answer_watch",
+    "parse_answer",
+    "result_payload",
+    "take_snapshot",
+    "watch_system_prompt",
+]
 
 
 class WatchTasks:
     """Standing questions: triggered by motion, timers and the Analyze button; answers published retained."""
 
-    def __init__(self, core: AgentCore) -> None:
+    def __init__(self, core: AgentCore, clip_frames: ClipFrames | None = None) -> None:
         self.core = core
+        self.clip_frames = clip_frames  # a camera's kept frames (Capture.clip_frames); None: clip tasks are refused
+        self.pending_clips = PendingClips()
         self._last_answer: dict[str, float] = {}
         self._last_timer: dict[str, float] = {}
         self.availability = TaskAvailability(core.publisher)
         self._recovering: set[str] = set()  # tasks asked once because their camera sends fresh frames again
+        self.references = ReferenceLibrary(lambda: core.config.references)
 
     @property
     def tasks(self) -> list[WatchTaskConfig]:
@@ -181,7 +95,12 @@ class WatchTasks:
         """Motion on a camera: trigger its motion-driven watch tasks (cooldown permitting)."""
         for task in self.tasks:
             if task.on_motion and task.camera == result.camera:
-                self.trigger(task, "motion")
+                self.trigger(task, "motion", event=self._event_time(result))
+
+    def _event_time(self, result: MotionResult) -> float:
+        """Monotonic capture time of the frame the motion gate fired on (now, if a newer frame replaced it)."""
+        frame = self.core.frames(result.camera)
+        return frame.monotonic if frame is not None and frame.index == result.frame_index else time.monotonic()
 
     async def run_timers(self, tick_s: float = 0.5) -> None:
         """Trigger interval watch tasks; intervals stretch with the degradation level."""
@@ -225,17 +144,30 @@ class WatchTasks:
     def _cooling_down(self, task: WatchTaskConfig) -> bool:
         return time.monotonic() - self._last_answer.get(task.name, -1e9) < task.cooldown_s
 
-    def trigger(self, task: WatchTaskConfig, trigger: Trigger, force: bool = False) -> Job | None:
-        """Queue the task's question (a waiting one for the same task is replaced); None when not now."""
-        limits = self.core.degradation().limits
-        if self.core.model is None or limits.watch_paused or limits.all_paused or self.blind(task):
+    def trigger(
+        self, task: WatchTaskConfig, trigger: Trigger, force: bool = False, event: float | None = None
+    ) -> Job | None:
+        """Queue the task's question (a waiting one for the same task is replaced); None when not now. A clip task
+        triggered by an event (monotonic time) is queued once its post-roll has been captured."""
+        if not self._may_ask(task) or (not force and self._cooling_down(task)):
             return None
-        if not force and self._cooling_down(task):
+        if task.clip is not None and event is not None:  # waits on the loop's timer, not in the queue
+            delay = max(0.0, event + task.clip.post_roll_s - time.monotonic())
+            self.pending_clips.defer(task.name, delay, partial(self._submit, task, trigger, event))
+            return None
+        return self._submit(task, trigger, None)
+
+    def _may_ask(self, task: WatchTaskConfig) -> bool:
+        limits = self.core.degradation().limits
+        return not (self.core.model is None or limits.watch_paused or limits.all_paused or self.blind(task))
+
+    def _submit(self, task: WatchTaskConfig, trigger: Trigger, event: float | None) -> Job | None:
+        if event is not None and (task not in self.tasks or not self._may_ask(task)):  # changed while a clip waited
             return None
         job = Job(
             f"watch:{task.name}",
             Priority.BACKGROUND,
-            partial(self._run, task, trigger, time.monotonic()),
+            partial(self._run, task, trigger, time.monotonic() if event is None else event, event=event),
             deadline=time.monotonic() + task.deadline_s,
             replaces=f"watch:{task.name}",
         )
@@ -254,7 +186,26 @@ class WatchTasks:
             raise JobRefusedError("stale_frame", why)
         return frame, age
 
-    async def _run(self, task: WatchTaskConfig, trigger: Trigger, started: float, ctx: JobContext) -> Any:
+    async def _clip(
+        self, task: WatchTaskConfig, state: DegradationState, event: float | None, ctx: JobContext
+    ) -> tuple[CameraClip, int]:
+        """The clip a clip task asks about (decoded on the inference thread, whose turn this is) and its budget."""
+        assert task.clip is not None
+        if self.clip_frames is None:
+            raise JobRefusedError("no_clip", f"task {task.name}: this node keeps no frames for clips")
+        start, end = clip_window(task.clip, time.monotonic(), event)
+        kept = self.clip_frames(task.camera, start, end)
+        if not kept:
+            raise JobRefusedError("no_frame", f"task {task.name}: camera {task.camera} has no kept frames for the clip")
+        count, budget = clip_plan(task.clip, state)
+        try:
+            return await ctx.offload(camera_clip, kept, count, event), budget
+        except ValueError as exc:
+            raise JobRefusedError("no_frame", f"task {task.name}: {exc}") from None
+
+    async def _run(
+        self, task: WatchTaskConfig, trigger: Trigger, started: float, ctx: JobContext, event: float | None = None
+    ) -> Any:
         core = self.core
         model = core.require_model()
         if trigger in ("motion", "timer") and self._cooling_down(task):
@@ -264,6 +215,14 @@ class WatchTasks:
         frame, age = self._fresh_frame(task)
         state = core.degradation()
         budget = state.image_budget(task.image_budget or core.config.model.image_budget)
+        clip, question = None, None
+        if task.clip is not None:
+            clip, budget = await self._clip(task, state, event, ctx)
+            frame, question = clip.snapshot, clip_question(task, clip, budget)
+        try:  # decoded on the inference thread (whose turn this is) the first time, then kept
+            references = await ctx.offload(self.references.resolve, task.references, state.image_budget)
+        except ValueError as exc:  # the file was replaced by one that does not decode
+            raise JobRefusedError("no_reference", f"task {task.name}: {exc}") from None
         try:
             result = await answer_watch(
                 model,
@@ -273,8 +232,10 @@ class WatchTasks:
                 image_budget=budget,
                 max_new_tokens=state.limits.max_new_tokens,
                 jpeg_quality=core.config.agent.snapshot_quality,
+                question=question,
+                references=references,
             )
-        except InvalidAnswerError as exc:
+        except (InvalidAnswerError, ContextLengthError) as exc:  # e.g. a clip of more frames than the context holds
             core.invalid += 1
             log.warning("task %s: no valid answer: %s", task.name, exc)
             core.publisher.publish_result(f"task/{task.name}/error", {"task": task.name, "error": str(exc)})
@@ -283,7 +244,8 @@ class WatchTasks:
         core.answers += 1
         core.decode_tokens_per_s = result.answer.decode_tokens_per_s
         level = int(state.level)
-        payload = result_payload(task, result, trigger, model, level=level, started=started, frame_age=age)
+        fields = clip_fields(clip, budget) if clip is not None else None
+        payload = result_payload(task, result, trigger, model, level=level, started=started, frame_age=age, clip=fields)
         if task.snapshot:
             core.publisher.publish_spooled(f"task/{task.name}/snapshot", result.snapshot.jpeg, retain=True)
         self.availability.up(task.name)  # before the value: Home Assistant shows it at once

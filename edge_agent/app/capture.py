@@ -12,17 +12,41 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, TypeVar
 
-from edge_agent.config import CameraConfig, Config
+from edge_agent.config import CameraConfig, Config, WatchTaskConfig
 from edge_agent.gating.motion import MotionDetector
 from edge_agent.gating.vad import VoiceGate, make_scorer
 from edge_agent.messages import AudioChunk, Frame, MotionResult, Utterance
 from edge_agent.service import Supervisor, run_in_thread
 from edge_agent.sources.audio import FileMicrophone, SoundDeviceMicrophone, open_microphone
 from edge_agent.sources.camera import Camera, CameraStatus, LatestFrame
+from edge_agent.sources.frame_ring import FrameRing, StoredFrame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _AUDIO_QUEUE_CHUNKS = 320  # ~10 s of 32 ms chunks between the capture thread and the voice gate
+CLIP_WAIT_S = 30.0  # frames kept beyond a clip's length by default: the question may wait its turn this long
+
+
+def clip_seconds(config: Config, camera: str) -> float | None:
+    """Seconds of frames a camera keeps for the clip tasks that watch it (None: no task takes clips from it)."""
+    rolls = [
+        task.clip.pre_roll_s + task.clip.post_roll_s
+        for task in config.tasks
+        if isinstance(task, WatchTaskConfig) and task.clip is not None and task.camera == camera
+    ]
+    return max(rolls) + CLIP_WAIT_S if rolls else None
+
+
+def make_ring(camera: CameraConfig, seconds: float) -> FrameRing:
+    """A camera's clip ring as its `clip_buffer` says (`seconds` unless set there), at most at the camera's fps."""
+    buffer = camera.clip_buffer
+    return FrameRing(
+        buffer.seconds or seconds,
+        min(buffer.fps, camera.fps),
+        int(buffer.max_mb * 1024 * 1024),
+        buffer.width,
+        buffer.jpeg_quality,
+    )
 
 
 class Handoff(Generic[T]):
@@ -70,6 +94,7 @@ class Capture:
     stop_threads: threading.Event = field(default_factory=threading.Event)
     cameras: dict[str, Camera] = field(default_factory=dict)
     frames: dict[str, LatestFrame] = field(default_factory=dict)
+    rings: dict[str, FrameRing] = field(default_factory=dict)  # recent frames of the cameras clip tasks watch
     voice_gate: VoiceGate | None = None
     microphone: SoundDeviceMicrophone | FileMicrophone | None = None
     audio_dropped: int = 0
@@ -78,11 +103,15 @@ class Capture:
         """Start one capture service and one gate service per input."""
         loop = asyncio.get_running_loop()
         for camera_config in self.config.cameras:
-            slot = LatestFrame(loop)
-            self.frames[camera_config.name] = slot
-            camera = Camera(camera_config, slot.put, on_status=partial(self._status_from_thread, loop), busy=self.busy)
-            self.cameras[camera_config.name] = camera
             name = camera_config.name
+            slot = LatestFrame(loop)
+            self.frames[name] = slot
+            seconds = clip_seconds(self.config, name)
+            if seconds is not None:
+                self.rings[name] = make_ring(camera_config, seconds)
+            deliver = partial(self._deliver, slot, name)
+            camera = Camera(camera_config, deliver, on_status=partial(self._status_from_thread, loop), busy=self.busy)
+            self.cameras[name] = camera
             run = partial(camera.run, self.stop_threads)
             supervisor.start(f"camera:{name}", partial(run_in_thread, f"capture-{name}", run, camera.interrupt))
             if camera_config.motion.enabled:
@@ -181,6 +210,34 @@ class Capture:
                 handed = frame.index
                 await self.on_frame(config.name, frame)
             await asyncio.sleep(config.frame_publish_s if handed is not None else min(1.0, config.frame_publish_s))
+
+    def _deliver(self, slot: LatestFrame, camera: str, frame: Frame) -> None:
+        """From a camera's thread: every frame to the newest-frame slot, and to the clip ring if the camera keeps one
+        (which keeps one at its own rate)."""
+        slot.put(frame)
+        ring = self.rings.get(camera)
+        if ring is not None:
+            ring.offer(frame)
+
+    def clip_frames(self, camera: str, start: float, end: float) -> list[StoredFrame]:
+        """A camera's kept frames captured from monotonic `start` to `end`. A camera that keeps none (a clip task
+        added by a reload) starts keeping them now, and has none yet."""
+        ring = self.rings.get(camera)
+        if ring is not None:
+            ring.keep_seconds(end - start)
+            return ring.window(start, end)
+        config = next((c for c in self.config.cameras if c.name == camera), None)
+        if config is not None and camera in self.cameras:
+            log.info("camera %s: keeping frames for clips from now on", camera)
+            self.rings[camera] = make_ring(config, end - start + CLIP_WAIT_S)
+        return []
+
+    def clip_buffers(self) -> dict[str, dict[str, float]]:
+        """Each clip ring's frames, bytes held and frames dropped by its bounds (for the health report)."""
+        return {
+            name: {"frames": len(ring), "bytes": ring.bytes, "dropped": ring.dropped, "refused": ring.refused}
+            for name, ring in self.rings.items()
+        }
 
     def latest_frame(self, camera: str) -> Frame | None:
         """The newest frame of a camera (None before the first, or for an unknown camera)."""

@@ -25,6 +25,30 @@ def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 JsonSchema = Annotated[dict[str, Any], Field(json_schema_extra={"type": "object"})]
 
 
+class ClipConfig(Section):
+    """A watch task that asks about a clip: the camera's frames around the event instead of one frame."""
+
+    pre_roll_s: float = Field(default=3.0, ge=0, le=120, description="Seconds of frames from before the motion event.")
+    post_roll_s: float = Field(
+        default=3.0, ge=0, le=120, description="Seconds of frames after the motion event (the question waits for them)."
+    )
+    frames: int = Field(
+        default=8,
+        ge=1,
+        le=32,
+        description="Frames given to the model, spread evenly over the clip (fewer if degraded).",
+    )
+    frame_budget: ImageBudget = Field(
+        default=70, description="Image tokens per frame (lowered one step when degraded, never below 70)."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_length(self) -> ClipConfig:
+        if self.pre_roll_s + self.post_roll_s <= 0:
+            raise ValueError("a clip needs pre_roll_s or post_roll_s above 0")
+        return self
+
+
 class WatchTaskConfig(Section):
     """A standing question about a camera, answered on motion and/or on a timer."""
 
@@ -49,6 +73,16 @@ class WatchTaskConfig(Section):
     thinking: bool = Field(default=False, description="Let the model think first for this task.")
     deadline_s: float = Field(
         default=60.0, gt=0, le=3600, description="Give up on an answer not finished this long after the trigger."
+    )
+    references: list[Identifier] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Reference images (names from 'references') shown to the model before each frame, e.g. [rex].",
+    )
+    clip: ClipConfig | None = Field(
+        default=None,
+        description="Ask about a clip of the camera's recent frames (pre_roll_s before the motion to post_roll_s "
+        "after it; on a timer or the button, the last pre_roll_s + post_roll_s) instead of one frame.",
     )
     device_class: str | None = Field(
         default=None,

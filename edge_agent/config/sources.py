@@ -64,6 +64,29 @@ class MotionConfig(Section):
         return value
 
 
+class ClipBufferConfig(Section):
+    """A camera's recent frames kept in memory for clip questions (only on a camera a task with `clip:` watches)."""
+
+    seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="Seconds of frames kept; default: the longest pre_roll_s + post_roll_s of the clip tasks on "
+        "this camera, plus 30 s for a question waiting its turn.",
+    )
+    fps: float = Field(default=2.0, gt=0, le=30, description="Frames kept per second (at most the camera's fps).")
+    max_mb: float = Field(
+        default=16.0, gt=0, le=1024, description="Most memory the kept frames may take, in MB; the oldest go first."
+    )
+    width: int = Field(
+        default=640,
+        ge=64,
+        le=1920,
+        description="Frames wider than this many pixels are scaled down before they are kept.",
+    )
+    jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of the kept frames.")
+
+
 class CameraConfig(Section):
     """One camera: a V4L2 device or index, a stream URL, an `exec:` command, or a file/directory."""
 
@@ -112,6 +135,11 @@ class CameraConfig(Section):
         le=86400,
         description="Publish a downscaled JPEG of the newest frame (retained, on camera/<name>/frame, Home "
         "Assistant's image entity) at most this often while connected: 0 = never, else at least 1 s.",
+    )
+    clip_buffer: ClipBufferConfig = Field(
+        default_factory=ClipBufferConfig,
+        description="Recent frames kept for clip questions (watch tasks with 'clip:'); kept only when such a task "
+        "watches this camera.",
     )
 
     @property

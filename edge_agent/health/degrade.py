@@ -108,6 +108,13 @@ class DegradationState:
         """A task's own image budget at this level."""
         return lower_image_budget(configured) if self.level >= Level.LOWER_IMAGE_BUDGET else configured
 
+    def clip_frames(self, configured: int) -> int:
+        """A clip question's frame count at this level: halved from lower_image_budget on, quartered from
+        shorter_answers on, never below 1 (its per-frame budget steps down as `image_budget` does)."""
+        if self.level >= Level.SHORTER_ANSWERS:
+            return max(1, configured // 4)
+        return max(1, configured // 2) if self.level >= Level.LOWER_IMAGE_BUDGET else configured
+
     def watch_interval_s(self, configured: float) -> float:
         """A watch task's own interval at this level."""
         return configured * self.limits.watch_interval_factor
