@@ -7,11 +7,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from edge_agent import __version__
-from edge_agent.commands import ask, config, devices, doctor, generate, init, models, run
+from edge_agent.commands import ask, config, devices, doctor, generate, init, models, run, timeline
 from edge_agent.log import setup_logging
 
 # Each module adds its verbs; a verb exists only once its capability does.
-VERB_MODULES = (init, run, config, devices, generate, ask, doctor, models)
+VERB_MODULES = (init, run, config, devices, generate, ask, doctor, models, timeline)
 
 
 def build_parser() -> argparse.ArgumentParser:

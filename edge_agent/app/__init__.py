@@ -13,8 +13,10 @@ from pathlib import Path
 from edge_agent import __version__
 from edge_agent.agent.tool_host import ToolSubscriptions
 from edge_agent.app.capture import Capture
+from edge_agent.app.last_event import LastEvents
 from edge_agent.app.node import Node, make_toolbox
 from edge_agent.app.reload import Reloader
+from edge_agent.app.timeline import TimelineQueries, open_timeline, recording_asks
 from edge_agent.config import Config
 from edge_agent.health.liveness import DrainCheck
 from edge_agent.health.probes import Probes
@@ -154,13 +156,34 @@ def make_link(config: Config) -> MqttLink:
 
 
 def start_http(supervisor: Supervisor, node: Node) -> None:
-    """The OpenAI/Ollama API and the status page (aiohttp is imported only when the API is on)."""
+    """The OpenAI/Ollama API, the status page and the timeline (aiohttp is imported only when the API is on)."""
     from edge_agent.web.recorder import Recorded, RecordingLink, StatusFeed
     from edge_agent.web.server import serve
 
     recorded = node.link.record() if isinstance(node.link, RecordingLink) else Recorded()
     feed = StatusFeed(recorded, node.state, node.capture.latest_frame, node.config.device.id)
-    supervisor.start("http", partial(serve, node.agent, node.config.http, __version__, feed))
+    serving = partial(serve, node.agent, node.config.http, __version__, feed, timeline=node.timeline)
+    supervisor.start("http", serving)
+
+
+def serve_timeline(node: Node, handler: AskHandler) -> tuple[AskHandler, TimelineQueries | None]:
+    """The timeline (when enabled): fed what the link spools and each answered ask, queried on `timeline/query`;
+    each camera's last event is published whether or not the timeline is kept."""
+    node.link.on_spooled.append(LastEvents(node.link, {camera.name for camera in node.config.cameras}))
+    node.timeline = open_timeline(node.config, node.link)
+    if node.timeline is None:
+        return handler, None
+    queries = TimelineQueries(node.link, node.timeline, node.agent, reply_topics(node))
+    queries.subscribe()
+    return recording_asks(handler, node.timeline), queries
+
+
+async def close_timeline(node: Node, queries: TimelineQueries | None) -> None:
+    """Cancel running timeline queries, then write what was recorded and close the file."""
+    if queries is not None:
+        await queries.stop()
+    if node.timeline is not None:
+        await asyncio.to_thread(node.timeline.close)
 
 
 async def drain(node: Node, timeout_s: float = 2.0) -> None:
@@ -195,7 +218,8 @@ async def run(
     node = Node(config, link, capture, probes)
     watchdog = make_watchdog(config, link, capture, node)
     notifier = watchdog.notifier
-    questions = serve_questions(link, config, ask_handler or node.agent.ask, reply_topics(node))
+    handler, timeline_queries = serve_timeline(node, ask_handler or node.agent.ask)
+    questions = serve_questions(link, config, handler, reply_topics(node))
     reloader = subscribe_inputs(node, config_path)
     try:
         supervisor.start("ready", partial(announce_ready, node, notifier, watchdog))  # first: STATUS= before anything
@@ -221,6 +245,7 @@ async def run(
         await supervisor.stop(timeout_s=1.0)
         await link.stop()
         link.spool.close()
+        await close_timeline(node, timeline_queries)
         if node.metrics is not None:
             node.metrics.close()
     notifier.close()

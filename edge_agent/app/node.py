@@ -25,6 +25,7 @@ from edge_agent.messages import Frame, MotionResult, Utterance
 from edge_agent.sinks.metrics import open_metrics
 from edge_agent.sinks.mqtt import MqttLink
 from edge_agent.sources.camera import CameraStatus
+from edge_agent.timeline import Timeline
 from edge_agent.tools import Toolbox
 
 log = logging.getLogger("edge_agent.app")
@@ -62,6 +63,7 @@ class Node:
         self.started = time.time()
         self.model_settled = asyncio.Event()
         self.probes = probes or Probes()
+        self.timeline: Timeline | None = None  # set by `run` when timeline.enabled; its health is reported
         self._swap_tried: bool | None = None
         self._last_reading = Reading(None)
         self.ladder = DegradationLadder(
@@ -72,7 +74,12 @@ class Node:
         self.degradation: DegradationState = self.ladder.state()
         self.metrics = open_metrics(config.health.prometheus_host, config.health.prometheus_port)
         self.agent = Agent(
-            config, make_toolbox(config, link, capture), link, capture.latest_frame, lambda: self.degradation
+            config,
+            make_toolbox(config, link, capture),
+            link,
+            capture.latest_frame,
+            lambda: self.degradation,
+            clip_frames=capture.clip_frames,
         )
         self.agent.on_model_change = self.model_changed
         self.agent.memory = self.probes.memory  # admission reads the ladder's memory view
@@ -220,8 +227,12 @@ class Node:
         report, reading = await asyncio.to_thread(read_health, self.probes)
         self.degrade(reading)
         report.update(self.link.spool.health())
+        if self.timeline is not None:
+            report["timeline"] = self.timeline.health()
         report["degradation"] = {"level": int(self.degradation.level), "name": self.degradation.name}
         report["agent"] = self.agent.stats()
+        if buffers := self.capture.clip_buffers():
+            report["clip_buffers"] = buffers
         if self.metrics is not None:
             cameras = {name: camera.status.state for name, camera in self.capture.cameras.items()}
             self.metrics.update(report, int(self.degradation.level), cameras)

@@ -57,6 +57,10 @@ class Topics:
         """Retained downscaled JPEG of a camera's newest frame."""
         return self.sub(f"camera/{name}/frame")
 
+    def camera_last_event(self, name: str) -> str:
+        """Retained JSON of the newest timeline event about a camera (motion, an answer, a clip)."""
+        return self.sub(f"camera/{name}/last_event")
+
 
 def sensor(uid: str, name: str, topic: str, template: str, **extra: Any) -> dict[str, Any]:
     """A `sensor` component reading `template` from `topic`."""
@@ -135,8 +139,22 @@ def tasks(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
     return components
 
 
+def last_event(config: Config, topics: Topics, camera: str) -> dict[str, Any]:
+    """A camera's newest event as a sensor: its one-line summary, with time, kind and task as attributes."""
+    topic = topics.camera_last_event(camera)
+    return sensor(
+        f"{config.device.id}_camera_{camera}_last_event",
+        f"{_title(camera)} last event",
+        topic,
+        f"{{{{ value_json.summary | string | truncate({STATE_MAX}) }}}}",
+        json_attributes_topic=topic,
+        icon="mdi:timeline-text-outline",
+    )
+
+
 def cameras(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
-    """Per camera: a connectivity binary_sensor (on while its state is `ok`) and its newest frame as an image."""
+    """Per camera: a connectivity binary_sensor (on while its state is `ok`), its newest frame as an image and its
+    last event (motion, an answer, a clip: see `camera/<name>/last_event`)."""
     components: dict[str, dict[str, Any]] = {}
     for camera in config.cameras:
         name, uid = camera.name, f"{config.device.id}_camera_{camera.name}"
@@ -150,6 +168,7 @@ def cameras(config: Config, topics: Topics) -> dict[str, dict[str, Any]]:
             "| tojson }}",
             "entity_category": "diagnostic",
         }
+        components[f"camera_{name}_last_event"] = last_event(config, topics, name)
         if camera.frame_publish_s > 0:
             components[f"camera_{name}_frame"] = {
                 "p": "image",

@@ -46,6 +46,7 @@ class MqttLink:
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.connected = asyncio.Event()
         self.on_connected: list[Callable[[], None]] = []  # run after every (re)connect
+        self.on_spooled: list[Callable[[str, bytes, float], None]] = []  # (suffix, body, created) of each result
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[int, int] = {}  # paho message id -> spool seq
         self._retained: dict[str, bytes] = {}  # latest state-like payloads, re-sent on every connect
@@ -117,6 +118,11 @@ class MqttLink:
         )
         stored.add_done_callback(_log_failure)
         self._flush()
+        for hook in self.on_spooled:  # e.g. the timeline: it queues and returns, its writes are on its own thread
+            try:
+                hook(suffix, body, created if created is not None else time.time())
+            except Exception:
+                log.exception("mqtt: a hook on the result for %s failed", suffix)
         return stored
 
     def publish_event(self, data: dict[str, Any]) -> None:

@@ -13,7 +13,8 @@ from aiohttp import web
 from edge_agent.agent.shared import AgentCore
 from edge_agent.config.http import HttpConfig
 from edge_agent.sinks.ask import LogEvery
-from edge_agent.web import ollama_api, openai_api, status
+from edge_agent.timeline import Timeline
+from edge_agent.web import ollama_api, openai_api, status, timeline_api
 from edge_agent.web.context import CONTEXT, ApiContext
 from edge_agent.web.errors import ApiError
 from edge_agent.web.gate import ModelGate
@@ -88,8 +89,10 @@ async def root(_request: web.Request) -> web.Response:
     return web.Response(text="Ollama is running (edge-agent)")
 
 
-def make_app(core: AgentCore, config: HttpConfig, version: str, feed: StatusFeed) -> web.Application:
-    """The aiohttp application over the agent's model queue."""
+def make_app(
+    core: AgentCore, config: HttpConfig, version: str, feed: StatusFeed, timeline: Timeline | None = None
+) -> web.Application:
+    """The aiohttp application over the agent's model queue (and `GET /api/timeline` with a timeline)."""
     token = config.token.get_secret_value() if config.token is not None else None
     max_body = round(config.max_body_mb * 2**20)
     app = web.Application(client_max_size=max_body, middlewares=make_middlewares(token))
@@ -104,12 +107,17 @@ def make_app(core: AgentCore, config: HttpConfig, version: str, feed: StatusFeed
     app.router.add_post("/api/chat", ollama_api.chat)
     app.router.add_post("/api/generate", ollama_api.generate)
     status.add_routes(app, feed)
+    if timeline is not None:
+        timeline_api.add_routes(app, timeline, core)
     return app
 
 
-async def serve(core: AgentCore, config: HttpConfig, version: str, feed: StatusFeed) -> None:
+async def serve(
+    core: AgentCore, config: HttpConfig, version: str, feed: StatusFeed, *, timeline: Timeline | None = None
+) -> None:
     """Serve until cancelled; a port that cannot be bound is logged and the node runs on without the API."""
-    runner = web.AppRunner(make_app(core, config, version, feed), handler_cancellation=True, access_log=None)
+    app = make_app(core, config, version, feed, timeline)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

@@ -132,6 +132,11 @@ def test_device_classes_cameras_microphone_and_answer_times(make_config: Callabl
     answered = cmps["last_answer_door_open"]
     assert answered["device_class"] == "timestamp" and answered["state_topic"] == "edge_agent/node-1/task/door_open"
     assert not any(key.startswith("last_answer_commands") for key in cmps)
+    last_event = cmps["camera_door_last_event"]
+    assert (
+        last_event["platform"] == "sensor" and last_event["state_topic"] == "edge_agent/node-1/camera/door/last_event"
+    )
+    assert "value_json.summary" in last_event["value_template"] and last_event["json_attributes_topic"]
 
 
 def test_task_entities_also_follow_the_tasks_own_availability(make_config: Callable[[str], Config]) -> None:
