@@ -1,5 +1,5 @@
-"""SIGHUP: read the config file again and apply tasks, tools, the agent and health sections (the degradation ladder's
-thresholds and fallback); reload the model only if its section changed.
+"""SIGHUP: read the config file again and apply tasks, tools, references, the agent and health sections (the
+degradation ladder's thresholds and fallback); reload the model only if its section changed.
 Sections that need a restart (broker, cameras, ...) make the reload refuse, saying which."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edge_agent.sinks.announce import Announcer
 
 log = logging.getLogger(__name__)
-LIVE_SECTIONS = ("tasks", "tools", "agent", "model", "health")
+LIVE_SECTIONS = ("tasks", "tools", "agent", "model", "health", "references")
 HEALTH_AT_START = ("prometheus_host", "prometheus_port", "watchdog_stall_s")  # read once, when the node starts
 
 

@@ -23,3 +23,13 @@ def test_health_thresholds_are_live_and_start_time_fields_are_named() -> None:
     ]
     renamed = base.model_copy(update={"device": base.device.model_copy(update={"id": "x"})})
     assert sections_needing_restart(base, renamed) == ["device"]
+
+
+def test_reference_images_apply_live_and_the_timeline_asks_for_a_restart(tmp_path: Path) -> None:
+    base = config()
+    picture = REPO / "tests" / "data" / "vision" / "landscape_640x360.png"
+    model = {"path": str(REPO / "models" / "tiny-gemma4")}
+    with_reference = Config.model_validate({"model": model, "references": [{"name": "rex", "image": str(picture)}]})
+    assert sections_needing_restart(base, with_reference) == []
+    moved = Config.model_validate({"model": model, "timeline": {"path": str(tmp_path)}})
+    assert sections_needing_restart(base, moved) == ["timeline"]
