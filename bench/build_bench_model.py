@@ -6,6 +6,8 @@ generation_config.json, tokenizer.json, tokenizer_config.json, chat_template.jin
 sizes, build time). Reuses models/build_tiny_gemma4.py (export, quantize_q4, metadata, tokenizer). Needs the
 `export` extra: python3 -m venv .venv-export && .venv-export/bin/pip install -e '.[export]'. Run:
     .venv-export/bin/python bench/build_bench_model.py --preset e2b [--vocab 32768] [--layers 35] [--out DIR]
+With --encoders it also adds vision_encoder / audio_encoder (fp32 and _q4) at E2B's real shapes (see
+bench/bench_encoders.py); on a folder that already holds this build only the encoders are written.
 
 Shapes: e2b is the released E2B text config (GEMMA4.md); e4b follows the E4B config.json as quoted in public
 code (42 layers, 5 sliding : 1 full, 2 KV heads, no double-wide MLP) [read, not checked against the release].
@@ -182,6 +184,22 @@ def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, A
     return summary
 
 
+def add_encoders(out: Path, summary: dict[str, Any]) -> None:
+    """Add the encoders beside the text graphs of the build `summary` describes; record and print them."""
+    from bench_encoders import add_encoders as export_encoders
+
+    config = bench_config(summary["preset"], summary["vocab_size"], summary["num_hidden_layers"])
+    summary["encoders"] = export_encoders(out, config, REPO)
+    (out / "bench_model.json").write_text(json.dumps(summary, indent=1) + "\n")
+    params = summary["encoders"]["parameters"]
+    print(
+        f"added encoders to {out} in {summary['encoders']['build_s']:.0f} s: vision {params['vision'] / 1e6:.0f}M, "
+        f"audio {params['audio'] / 1e6:.0f}M parameters"
+    )
+    for name, size in summary["encoders"]["files"].items():
+        print(f"  onnx/{name:40s} {size / 2**20:10.1f} MiB")
+
+
 def main() -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +208,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, help="cut to this many layers (default: all)")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_ROOT}/<preset>)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the folder holds this build")
+    parser.add_argument(
+        "--encoders",
+        action="store_true",
+        help="also add the vision and audio encoders at E2B's real shapes (bench/bench_encoders.py); "
+        "an existing build keeps its text graphs",
+    )
     args = parser.parse_args()
     out = args.out or DEFAULT_ROOT / args.preset
     done = out / "bench_model.json"
@@ -198,8 +222,12 @@ def main() -> None:
         wanted = args.layers or PRESETS[args.preset]["num_hidden_layers"]
         if (old["preset"], old["vocab_size"], old["num_hidden_layers"]) == (args.preset, args.vocab, wanted):
             print(f"{out}: already built ({done.name}); --force rebuilds")
+            if args.encoders:
+                add_encoders(out, old)
             return
     summary = build(args.preset, out, args.vocab, args.layers)
+    if args.encoders:
+        add_encoders(out, summary)
     shape = f"{summary['num_hidden_layers']} layers ({summary['num_kv_shared_layers']} KV-shared)"
     print(f"wrote {out}: {args.preset}, {shape}, vocab {args.vocab}, in {summary['build_s']:.0f} s")
     for name, size in summary["files"].items():

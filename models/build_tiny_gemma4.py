@@ -237,13 +237,13 @@ def externalize(path: Path) -> None:
         (path.parent / source).unlink(missing_ok=True)
 
 
-def quantize_q4(onnx_dir: Path) -> None:
-    """The `_q4` graphs: MatMul weights as 4-bit MatMulNBits (block 32, symmetric)."""
+def quantize_q4(onnx_dir: Path, graphs: tuple[str, ...] = GRAPHS) -> None:
+    """The `_q4` graphs of `graphs` present in `onnx_dir`: MatMul weights as 4-bit MatMulNBits (block 32, symmetric)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
-    for graph in (g for g in GRAPHS if (onnx_dir / f"{g}.onnx").exists()):
+    for graph in (g for g in graphs if (onnx_dir / f"{g}.onnx").exists()):
         model = onnx.load(str(onnx_dir / f"{graph}.onnx"))
         quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
         quantizer.process()
