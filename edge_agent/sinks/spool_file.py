@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.sinks import spool_db
-from edge_agent.sinks.spool_db import COLUMNS, Spooled, transaction
+from edge_agent.sinks.spool_db import COLUMNS, Spooled
+from edge_agent.sqlite_files import transaction
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from edge_agent.sqlite_files import SIDE_FILES, DamagedFileError, quick_check
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -29,23 +28,11 @@ CREATE INDEX IF NOT EXISTS entries_camera ON entries (camera, ts);
 CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, ts);
 """
 COLUMNS = "id, ts, kind, task, camera, text, payload, snapshot, thumbnail"
-SIDE_FILES = ("-wal", "-shm")
 PAGE = 4096
 
 
-class DamagedTimelineError(sqlite3.DatabaseError):
-    """The integrity check found the file damaged."""
-
-
-def is_damage(exc: BaseException) -> bool:
-    """A damaged file (malformed, not a database), not a full or read-only disk: only those are moved aside."""
-    if isinstance(exc, DamagedTimelineError):
-        return True
-    name = str(getattr(exc, "sqlite_errorname", ""))  # Python 3.11+
-    if name:
-        return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
-    text = str(exc)
-    return isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text)
+class DamagedTimelineError(DamagedFileError):
+    """The integrity check found the timeline file damaged."""
 
 
 def wal_limit(max_bytes: int) -> int:
@@ -60,9 +47,9 @@ def connect(path: Path, max_bytes: int) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
     try:
-        problems = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
-        if problems:
-            raise DamagedTimelineError("; ".join(problems[:3]))
+        problem = quick_check(db)
+        if problem is not None:
+            raise DamagedTimelineError(problem)
         wal_bytes = wal_limit(max_bytes)
         db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # applies to a new file, before its first table
         db.execute("PRAGMA journal_mode=WAL")
@@ -87,36 +74,6 @@ def open_reader(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     db.execute("PRAGMA query_only=ON")
     return db
-
-
-@contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction; rolled back on any error."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        raise
-
-
-def move_aside(path: Path) -> Path:
-    """Rename `path` (and its -wal/-shm) to `<name>.corrupt-<UTC time>`; a stale WAL must never meet a new file."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
-    while target.exists():
-        target, n = path.with_name(f"{path.name}.corrupt-{stamp}.{n}"), n + 1
-    path.rename(target)
-    for suffix in SIDE_FILES:
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            try:
-                side.rename(target.with_name(target.name + suffix))
-            except OSError:
-                side.unlink()
-    return target
 
 
 def file_bytes(path: Path) -> int:

@@ -16,16 +16,8 @@ from typing import Any
 
 from edge_agent.config import Config
 from edge_agent.config.timeline import TimelineConfig
-from edge_agent.timeline.db import (
-    COLUMNS,
-    connect,
-    file_bytes,
-    is_damage,
-    move_aside,
-    open_reader,
-    transaction,
-    wal_limit,
-)
+from edge_agent.sqlite_files import is_damage, move_aside, transaction
+from edge_agent.timeline.db import COLUMNS, connect, file_bytes, open_reader, wal_limit
 from edge_agent.timeline.entries import Entry
 from edge_agent.timeline.files import remove_files, save_snapshot
 from edge_agent.timeline.query import TimelineQuery

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "edge_agent"
 STAGES = frozenset({"sources", "gating", "model", "tools", "sinks", "health", "timeline"})
 # Shared by every stage: data types, config, the prompt format and small utilities; they import no stage.
-FOUNDATION = frozenset({"", "messages", "config", "prompt", "log", "service", "audio_io"})
+FOUNDATION = frozenset({"", "messages", "config", "prompt", "log", "service", "audio_io", "sqlite_files"})
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 
