@@ -125,7 +125,7 @@ class ModelSizes:
     kv_bytes_per_position: int  # every layer that keeps a cache
     sliding_kv_bytes_per_position: int  # the part of it in sliding-window layers
     sliding_window: int
-    level4_repack_bytes: int = 0  # kept beyond the files if every decoder INT4 kernel runs at accuracy level 4 here
+    level4_repack_bytes: int = 0  # kept beyond the files if the decoder and encoder INT4 kernels run at level 4 here
     stored_level4_repack_bytes: int = 0  # the same for the kernels whose files already set level 4
 
     def kv_cache_bytes(self, context: int, trim_sliding: bool = False) -> int:

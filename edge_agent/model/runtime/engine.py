@@ -143,9 +143,8 @@ def open_session(
 class Encoder:
     """One encoder graph (vision or audio): two named inputs in, a [N, hidden] feature matrix out."""
 
-    def __init__(self, path: Path, inputs: tuple[str, str], options: EngineOptions, providers: Sequence[str]) -> None:
-        self.path = path
-        self._session = open_session(path, options, providers)
+    def __init__(self, path: Path, inputs: tuple[str, str], session: ort.InferenceSession) -> None:
+        self.path, self._session = path, session
         have = [node.name for node in self._session.get_inputs()]
         if sorted(have) != sorted(inputs):
             raise EngineError(f"{path}: expected inputs {list(inputs)}, got {have}")
@@ -189,10 +188,14 @@ class TextEngine:
         self._present_is_new = self._decoder.get_modelmeta().custom_metadata_map.get(PRESENT_IS_NEW) == "1"
         self.vision: Encoder | None = None
         self.audio: Encoder | None = None
-        if files.vision_encoder and "image" in encoders:
-            self.vision = Encoder(files.vision_encoder.onnx, _VISION_INPUTS, options, self.providers)
-        if files.audio_encoder and "audio" in encoders:
-            self.audio = Encoder(files.audio_encoder.onnx, _AUDIO_INPUTS, options, self.providers)
+        kernels = options.rewrites.kernels_only()  # the encoders' INT4 kernels at the decoder's accuracy level
+        for kind, graph, inputs in (
+            ("image", files.vision_encoder, _VISION_INPUTS),
+            ("audio", files.audio_encoder, _AUDIO_INPUTS),
+        ):
+            if graph is not None and kind in encoders:
+                session = open_session(graph.onnx, options, self.providers, prepare_graph(graph, kernels, cache_dirs))
+                setattr(self, "vision" if kind == "image" else "audio", Encoder(graph.onnx, inputs, session))
 
     def _check_io(self) -> None:
         graph = self.files.decoder.onnx

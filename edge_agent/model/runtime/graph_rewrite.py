@@ -39,6 +39,13 @@ class Rewrites:
             return self.accuracy_level
         return INT8_ACTIVATIONS if self.int8_activations else None
 
+    def kernels_only(self) -> Rewrites:
+        """Only the INT4 kernels' accuracy level, for encoder graphs (int8 activations made the 5 s audio encoder
+        2.8x and the vision encoder 1.1x faster at E2B shape): no rewrite that is about the decoder."""
+        return Rewrites(
+            self.int8_activations, self.accuracy_level, logits_to_keep=False, grouped_attention=False, fused_ops=False
+        )
+
     def as_dict(self) -> dict[str, object]:
         """The options as plain JSON values (for cache keys)."""
         return asdict(self)

@@ -88,9 +88,9 @@ def model_sizes(files: ModelFiles) -> ModelSizes:
     """Bytes of the variant's graph files, of what onnxruntime repacks beyond them on this machine, and of its KV
     cache per position, for admission."""
     geometry = read_kv_geometry(files.root / "config.json")
-    repack = repack_bytes(files.decoder.onnx)
-    # the engine sets the accuracy level on the decoder only: other graphs' nodes run at the level they store
-    others = sum(repack_bytes(graph.onnx).stored_level4 for graph in files.graphs() if graph != files.decoder)
+    # the engine sets the accuracy level on the decoder and the encoders; embed_tokens runs at the level it stores
+    rewritten = [repack_bytes(graph.onnx) for graph in files.graphs() if graph != files.embed_tokens]
+    embed = repack_bytes(files.embed_tokens.onnx).stored_level4
     per_value = kv_bytes_per_value(files.variant)
     sliding = KVGeometry(tuple(layer for layer in geometry.layers if layer.sliding), geometry.sliding_window)
     sizes = ModelSizes(
@@ -100,8 +100,8 @@ def model_sizes(files: ModelFiles) -> ModelSizes:
         kv_bytes_per_position=geometry.cache_bytes(1, per_value),
         sliding_kv_bytes_per_position=sliding.cache_bytes(1, per_value),
         sliding_window=geometry.sliding_window,
-        level4_repack_bytes=repack.every_node + others,
-        stored_level4_repack_bytes=repack.stored_level4 + others,
+        level4_repack_bytes=sum(r.every_node for r in rewritten) + embed,
+        stored_level4_repack_bytes=sum(r.stored_level4 for r in rewritten) + embed,
     )
     return sizes
 
