@@ -1,6 +1,7 @@
 """Clip questions end to end: the real daemon reads a camera file with a scripted event (a still yard, then a box
 appears at a known second), keeps its frames, and a clip task's answer about the frames around the event arrives over
-MQTT from the real broker, with the clip's times; an interval clip task asks about the last seconds."""
+MQTT from the real broker, with the clip's times; the timeline holds the motion and the answer at those times, and a
+timeline query over MQTT returns them and answers from them; an interval clip task asks about the last seconds."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rig.broker import Mosquitto
 from rig.camera import write_video
 from rig.daemon import Daemon
 from rig.subscriber import Subscriber
+from test_mqtt_ask import Requester
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "tiny-gemma4"
@@ -71,6 +73,26 @@ def answers(subscriber: Subscriber, topic: str) -> list[dict[str, Any]]:
     return [json.loads(body) for body in subscriber.on(topic)]
 
 
+def timeline_query(requester: Requester, body: dict[str, Any], correlation: bytes) -> dict[str, Any]:
+    requester.ask("edge_agent/clips1/timeline/query", json.dumps(body).encode(), correlation)
+    requester.wait(lambda: correlation in requester.replies, timeout_s=60)
+    return requester.replies[correlation][0]
+
+
+def check_timeline(requester: Requester, visitor: dict[str, Any], motion_at: float) -> None:
+    """The event and the clip's answer are in the timeline at their times, and a question is answered from them."""
+    reply = timeline_query(requester, {"id": "t1", "camera": "yard", "kind": ["motion", "answer"]}, b"t1")
+    assert reply["status"] == "ok", reply
+    started = [e for e in reply["entries"] if e["kind"] == "motion" and e["payload"]["motion"] is True]
+    assert started and started[-1]["ts"] == pytest.approx(motion_at, abs=0.6)  # the first motion: the scripted event
+    (answer,) = [e for e in reply["entries"] if e["kind"] == "answer" and e["task"] == "visitor"]
+    assert answer["ts"] == round(visitor["ts"], 3) and answer["payload"]["clip"] == visitor["clip"]
+    assert answer["snapshot"] and answer["thumbnail"]  # the event frame, kept as a file
+    asked = {"id": "t2", "question": "When did something appear in the yard?", "since": "10m", "task": "visitor"}
+    answered = timeline_query(requester, asked, b"t2")
+    assert answered["status"] == "ok" and isinstance(answered["answer"], str) and answered["entries_in_prompt"] == 1
+
+
 def wall(monotonic: float) -> float:
     """A test-side monotonic time as wall clock (the daemon stamps frames with time.time() on this machine)."""
     return time.time() - (time.monotonic() - monotonic)
@@ -83,6 +105,7 @@ def test_a_clip_task_answers_about_the_frames_around_the_event(
     camera = write_video(tmp_path / "yard.mp4", frames=int(14 * FPS), fps=FPS, frame_fn=yard)
     base = "edge_agent/clips1"
     subscriber = Subscriber(mosquitto.host, mosquitto.port, [f"{base}/#"])
+    requester = Requester(mosquitto)
     daemon = Daemon(write_config(config_text(mosquitto, tmp_path, camera)))
     try:
         daemon.wait_for_lines("model loaded")
@@ -110,6 +133,7 @@ def test_a_clip_task_answers_about_the_frames_around_the_event(
         assert shown is not None
         assert shown[BOX[1] + 5 : BOX[3] - 5, BOX[0] + 5 : BOX[2] - 5].mean() > 230
         assert abs(float(shown[10:60, 10:100].mean()) - 64) < 8
+        check_timeline(requester, visitor, wall(motion))
         # the interval task asks about the last pre-roll + post-roll seconds, at its own frame count and budget
         recent = next(a for a in answers(subscriber, f"{base}/task/recent") if a["clip"]["frames"] > 1)
         assert recent["trigger"] == "timer" and recent["clip"]["event_at"] is None
@@ -123,4 +147,5 @@ def test_a_clip_task_answers_about_the_frames_around_the_event(
     finally:
         daemon.stop()
         subscriber.close()
+        requester.close()
         print("\n".join(line for _, line in daemon.lines[-60:]))  # shown when the test fails
