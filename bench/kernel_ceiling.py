@@ -31,6 +31,7 @@ from edge_agent.model.runtime.graph_head import float_weight, head_bits
 from edge_agent.model.runtime.graph_rewrite import Rewrites, all_nodes, find_head, load_proto, set_accuracy_level
 
 SHAPE_BYTES = 160_000_000  # stored weight bytes per measured shape: well past any last-level cache
+IR_VERSION = 10  # onnxruntime 1.23 (the newest with Python 3.10 wheels) reads IR versions up to 11
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def repeated_node_graph(shape: KernelShape, copies: int, seed: int = 0) -> bytes
     source = helper.make_tensor_value_info("a", shape.scale_type, [1, 1, shape.k])
     graph = helper.make_graph(nodes, "kernel_ceiling", [source], outputs, initializers)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    return bytes(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+    return bytes(helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION).SerializeToString())
 
 
 def time_per_node(shape: KernelShape, threads: int, shape_bytes: int = SHAPE_BYTES, repeats: int = 20) -> float:

@@ -25,6 +25,7 @@ from edge_agent.model.store.packing import repack_bytes as graph_repack_bytes
 REPO = Path(__file__).resolve().parents[2]
 SMALL = REPO / "models/tiny-gemma4"
 NO_MARGIN = HealthConfig(admission_margin_pct=0, admission_margin_mb=0)
+IR_VERSION = 10  # onnx writes IR 14 by default; onnxruntime 1.23 (Python 3.10) reads up to 11
 
 
 def decoder_nodes(path: Path) -> list[onnx.NodeProto]:
@@ -138,7 +139,8 @@ def write_int4_graph(folder: Path, level: int) -> Path:
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, N]))
     source = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, K])
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    model = helper.make_model(helper.make_graph(nodes, "g", [source], outputs, initializers), opset_imports=opsets)
+    graph = helper.make_graph(nodes, "g", [source], outputs, initializers)
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)
     folder.mkdir()
     onnx.save(model, str(folder / "g.onnx"), save_as_external_data=True, location="g.onnx_data")
     return folder / "g.onnx"
