@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 
 from edge_agent import __version__
@@ -25,6 +24,7 @@ from edge_agent.messages import Frame, MotionResult, Utterance
 from edge_agent.sinks.metrics import open_metrics
 from edge_agent.sinks.mqtt import MqttLink
 from edge_agent.sources.camera import CameraStatus
+from edge_agent.sources.frame_ring import scaled_jpeg
 from edge_agent.timeline import Timeline
 from edge_agent.tools import Toolbox
 
@@ -35,11 +35,7 @@ FRAME_QUALITY = 70
 
 def preview_jpeg(image: np.ndarray, width: int = FRAME_WIDTH, quality: int = FRAME_QUALITY) -> bytes | None:
     """A JPEG of `image` scaled down to at most `width` pixels wide (None if it cannot be encoded)."""
-    if image.shape[1] > width:
-        height = max(1, round(image.shape[0] * width / image.shape[1]))
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return data.tobytes() if ok else None
+    return scaled_jpeg(image, width, quality)
 
 
 def make_toolbox(config: Config, link: MqttLink, capture: Capture) -> Toolbox:

@@ -37,18 +37,24 @@ class StoredFrame:
         return len(self.jpeg) + ENTRY_OVERHEAD_BYTES
 
 
+def scaled_jpeg(image: np.ndarray, width: int, quality: int) -> bytes | None:
+    """A JPEG of `image` scaled down to at most `width` pixels wide (None if it cannot be encoded)."""
+    if image.shape[1] > width:
+        height = max(1, round(image.shape[0] * width / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes() if ok else None
+
+
 def encode_frame(frame: Frame, width: int, quality: int) -> StoredFrame | None:
     """`frame` scaled down to at most `width` pixels wide and JPEG-encoded (None if it cannot be encoded)."""
     image = frame.image
     if image is None or image.size == 0:
         return None
-    if image.shape[1] > width:
-        height = max(1, round(image.shape[0] * width / image.shape[1]))
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
+    jpeg = scaled_jpeg(image, width, quality)
+    if jpeg is None:
         return None
-    return StoredFrame(frame.camera, frame.index, frame.captured_at, frame.monotonic, data.tobytes())
+    return StoredFrame(frame.camera, frame.index, frame.captured_at, frame.monotonic, jpeg)
 
 
 def decode(stored: StoredFrame) -> np.ndarray:
