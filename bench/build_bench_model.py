@@ -15,6 +15,10 @@ The vocabulary is cut (default 32,768 of 262,144) to fit this machine. To scale 
 tied lm_head inside the decoder grows by (262144 - vocab) x hidden weights, read on every decode token (fp32
 4 bytes, q4 0.625 bytes per weight); the embedding tables grow by (262144 - vocab) x (hidden + layers x 256) rows
 on disk, but a token still reads one row of each. --layers cuts layers (KV-shared layers in proportion).
+
+The tokenizer is a BPE of `vocab` pieces trained on ~0.5 MB of English (the Python documentation's topic pages),
+so prompts take about as many tokens as with a trained tokenizer (the fixtures' tiny one splits unseen words into
+characters). A build made before that gets the new tokenizer.json when the command is run again.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ sys.path.insert(0, str(REPO / "models"))
 import build_tiny_gemma4 as tiny  # noqa: E402
 import torch  # noqa: E402
 from tiny_metadata import write_metadata  # noqa: E402
-from tiny_tokenizer import build_tokenizer  # noqa: E402
+from tiny_tokenizer import CORPUS, build_tokenizer  # noqa: E402
 from transformers import Gemma4ForCausalLM, Gemma4TextConfig  # noqa: E402
 
 FULL_VOCAB = 262_144
@@ -141,6 +145,26 @@ def scale_note(config: Gemma4TextConfig) -> dict[str, float]:
     }
 
 
+def english_corpus() -> str:
+    """The fixtures' home-automation sentences plus the Python documentation's topic pages (`pydoc_data`, in
+    every CPython): ~0.5 MB of English, so prompts split into about as many tokens as a trained tokenizer makes."""
+    from pydoc_data.topics import topics
+
+    return CORPUS + "\n".join(text for _, text in sorted(topics.items()))
+
+
+def write_tokenizer(out: Path, vocab: int) -> dict[str, Any]:
+    """Train the benchmark tokenizer into `out`; returns its ids of the special tokens and how it splits text."""
+    tokenizer, tokens = build_tokenizer(vocab, english_corpus())
+    tokenizer.save(str(out / "tokenizer.json"))
+    sample = "Is the garage door open? Transcribe the speech in this audio exactly, in its language."
+    return {
+        "tokens": tokens,
+        "corpus": "tiny_tokenizer.CORPUS + pydoc_data.topics",
+        "chars_per_token": round(len(sample) / len(tokenizer.encode(sample).ids), 2),
+    }
+
+
 def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, Any]:
     """Build, export (fp32) and quantize (q4) one benchmark model; returns its summary."""
     started = time.monotonic()
@@ -154,8 +178,8 @@ def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, A
     if onnx_dir.is_dir():
         shutil.rmtree(onnx_dir)  # leftovers of an earlier build (per-tensor files) must not mix in
     onnx_dir.mkdir(parents=True)
-    tokenizer, tokens = build_tokenizer(vocab)
-    tokenizer.save(str(out / "tokenizer.json"))
+    trained = write_tokenizer(out, vocab)
+    tokens = trained.pop("tokens")
     template = REPO / "models" / "tiny_chat_template.jinja"
     write_metadata(out, config, tokens, PRESETS[preset]["global_head_dim"], template)
     media_ids = [tokens[t] for t in ("<|image|>", "<|audio|>", "<|video|>")]
@@ -174,6 +198,7 @@ def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, A
         "num_kv_shared_layers": config.num_kv_shared_layers,
         "layer_types": config.layer_types,
         "torch_parameters": params,
+        "tokenizer": trained,
         "weights": {"embed_std": EMBED_STD, "final_norm_gain": FINAL_NORM_GAIN, "seed": len(preset)},
         "export_s": round(exported - started, 1),
         "build_s": round(time.monotonic() - started, 1),
@@ -222,6 +247,11 @@ def main() -> None:
         wanted = args.layers or PRESETS[args.preset]["num_hidden_layers"]
         if (old["preset"], old["vocab_size"], old["num_hidden_layers"]) == (args.preset, args.vocab, wanted):
             print(f"{out}: already built ({done.name}); --force rebuilds")
+            if "tokenizer" not in old:  # built before the English corpus: same special ids, new pieces
+                trained = write_tokenizer(out, old["vocab_size"])
+                old["tokenizer"] = {key: value for key, value in trained.items() if key != "tokens"}
+                done.write_text(json.dumps(old, indent=1) + "\n")
+                print(f"  tokenizer retrained: {trained['chars_per_token']} chars/token")
             if args.encoders:
                 add_encoders(out, old)
             return

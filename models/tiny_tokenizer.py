@@ -46,14 +46,14 @@ integer boolean object array enum value name state brightness room light door op
 )
 
 
-def build_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
-    """Train on a small corpus; ids: specials first, then the 256 byte tokens, then the learnt pieces."""
+def build_tokenizer(vocab_size: int, corpus: str = CORPUS) -> tuple[Tokenizer, dict[str, int]]:
+    """Train on `corpus`; ids: specials first, then the 256 byte tokens, then the learnt pieces."""
     trainer_model = Tokenizer(models.BPE(unk_token="<unk>"))
     trainer_model.normalizer = normalizers.Replace(" ", "▁")
     trainer_model.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
     learnt = vocab_size - len(SPECIAL_TOKENS) - 256
     trainer = trainers.BpeTrainer(vocab_size=learnt, show_progress=False, special_tokens=[])
-    trainer_model.train_from_iterator(CORPUS.split("\n"), trainer)
+    trainer_model.train_from_iterator(corpus.split("\n"), trainer)
     trained = trainer_model.model
     pieces = sorted(trainer_model.get_vocab().items(), key=lambda item: item[1])
     vocab: dict[str, int] = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
