@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,12 @@ import pytest
 
 from edge_agent.model.runtime.engine import EngineOptions, TextEngine
 from edge_agent.model.runtime.graph_rewrite import Rewrites
-from edge_agent.model.runtime.resident import mapped_files, release_clean_file_pages
+from edge_agent.model.runtime.resident import (
+    TablePages,
+    mapped_files,
+    release_clean_file_pages,
+    released_around_loading,
+)
 from edge_agent.model.store.files import locate_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
@@ -86,3 +92,34 @@ def test_a_cached_tensor_loaded_as_a_read_only_memmap_is_released(tmp_path: Path
     assert resident(tmp_path / "t0.npy") >= SIZE * 0.9
     assert release_clean_file_pages(mapped_files([cached])) >= SIZE * 0.9
     assert resident(tmp_path / "t0.npy") < SIZE * 0.1 and np.array_equal(cached, values)
+
+
+def test_pages_read_while_loading_are_paged_out_and_nothing_is_lost(tmp_path: Path) -> None:
+    path, values = weights_file(tmp_path)
+    mapped = np.memmap(path, dtype=np.float32, mode="c")
+    mapped[5] = -1.0  # a written page must survive paging out (swapped or kept, never dropped)
+    with released_around_loading([path], interval=0.02):
+        assert float(mapped[1000:].sum()) == float(values[1000:].sum())  # the "load" reads every page
+        deadline = time.monotonic() + 5
+        while resident(path) >= SIZE * 0.5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert resident(path) < SIZE * 0.5
+    assert mapped[5] == -1.0 and np.array_equal(mapped[1000:], values[1000:])
+
+
+def test_an_embedding_table_keeps_at_most_the_pages_of_its_last_rows(tmp_path: Path) -> None:
+    path, values = weights_file(tmp_path)
+    table = np.memmap(path, dtype=np.float32, mode="c").reshape(-1, 1024)  # 4 KiB rows
+    pages = TablePages([path], every=16)
+    seen = []
+    for reads, row in enumerate(range(0, table.shape[0], 3), start=1):  # rows as tokens look them up
+        seen.append(float(table[row].sum()))
+        pages.read(1)
+        if reads % 16 == 0:  # just dropped: nothing of the table is left resident
+            assert resident(path) < 64 << 10
+    assert seen == [float(values[r * 1024 : (r + 1) * 1024].sum()) for r in range(0, table.shape[0], 3)]
+    untouched = np.memmap(path, dtype=np.float32, mode="c").reshape(-1, 1024)
+    for row in range(0, table.shape[0], 3):  # the same reads without the keeper: the table stays resident
+        float(untouched[row].sum())
+    assert resident(path) >= SIZE * 0.5
+    assert TablePages([], every=1)._madvise is None  # nothing to watch: nothing done

@@ -13,12 +13,12 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_agent.config.model import ModelConfig
+from edge_agent.model.runtime import resident
 from edge_agent.model.runtime.graph_attention import KEYS_DEFINE_MASK, WHOLE_CACHES
 from edge_agent.model.runtime.graph_cache import PreparedGraph, default_cache_dir, prepare_graph
 from edge_agent.model.runtime.graph_rewrite import Rewrites
 from edge_agent.model.runtime.graph_split import PRESENT_IS_NEW
 from edge_agent.model.runtime.kv_cache import KVCache
-from edge_agent.model.runtime.resident import mapped_files, release_clean_file_pages
 from edge_agent.model.store.files import ModelFiles, ModelFilesError
 from edge_agent.model.store.geometry import read_kv_geometry
 
@@ -54,7 +54,8 @@ class EngineOptions:
     graph_cache: Path | None = None  # rewritten decoder graphs are cached here (else under the model); None: in memory
     prefill_chunk: int = 512  # a longer prompt is prefilled in pieces this long (bounds the attention scores' memory)
     # drop the pages of the decoder's weight files (and of a cached quantized head) that onnxruntime read while
-    # packing and never reads again (x86 level 4: the INT4 scales, -232 MB resident at E2B shape; see resident.py)
+    # packing and never reads again (x86 level 4: the INT4 scales, -232 MB at E2B shape), during the load too, and
+    # the embedding table's pages every 64 rows read (they would pile up; see resident.py)
     release_file_pages: bool = True
     session_config: tuple[str, ...] = ()  # extra onnxruntime session config entries, 'KEY=VALUE' (measurements)
 
@@ -144,7 +145,7 @@ class Encoder:
     """One encoder graph (vision or audio): two named inputs in, a [N, hidden] feature matrix out."""
 
     def __init__(self, path: Path, inputs: tuple[str, str], session: ort.InferenceSession) -> None:
-        self.path, self._session = path, session
+        self.path, self._session, self._returning = path, session, resident.arena_returning_run()
         have = [node.name for node in self._session.get_inputs()]
         if sorted(have) != sorted(inputs):
             raise EngineError(f"{path}: expected inputs {list(inputs)}, got {have}")
@@ -155,7 +156,7 @@ class Encoder:
         """The features of these inputs, flattened to [N, hidden] float32."""
         typed = {name: value.astype(self._types[name], copy=False) for name, value in feeds.items()}
         try:
-            (features,) = self._session.run([self._output], typed)
+            (features,) = self._session.run([self._output], typed, self._returning)
         except Exception as exc:  # onnxruntime's own error types: shapes or values the graph refuses
             raise EngineError(f"{self.path}: {_first_line(exc)}") from None
         features = np.asarray(features, dtype=np.float32)
@@ -175,12 +176,13 @@ class TextEngine:
         self.prefill_chunk = options.prefill_chunk
         self.providers = choose_providers(options.providers, ort.get_available_providers())
         self._embed = open_session(files.embed_tokens.onnx, options, self.providers)
+        self._returning = resident.arena_returning_run()  # prefill runs give their activations' memory back
+        self._embed_pages = resident.TablePages(files.embed_tokens.sidecars if options.release_file_pages else [])
         cache_dirs = (options.graph_cache, files.root / ".cache" / "graphs") if options.graph_cache else ()
         prepared = prepare_graph(files.decoder, options.rewrites, cache_dirs)
-        self._decoder = open_session(files.decoder.onnx, options, self.providers, prepared)
-        if options.release_file_pages:
-            cached = mapped_files(prepared.tensors.values()) if prepared else []
-            release_clean_file_pages([*files.decoder.sidecars, *cached])
+        weights = [*files.decoder.sidecars, *(resident.mapped_files(prepared.tensors.values()) if prepared else [])]
+        with resident.released_around_loading(weights, options.release_file_pages):
+            self._decoder = open_session(files.decoder.onnx, options, self.providers, prepared)
         self._decoder_inputs = {node.name: node for node in self._decoder.get_inputs()}
         self._embed_dtype = _dtype(self._decoder_inputs["inputs_embeds"], files.decoder.onnx)
         self._check_io()
@@ -251,6 +253,7 @@ class TextEngine:
         """`inputs_embeds` [1,S,H] and `per_layer_inputs` [1,S,L,P] for a token sequence."""
         ids = np.asarray([list(input_ids)], dtype=np.int64)
         embeds, per_layer = self._embed.run(["inputs_embeds", "per_layer_inputs"], {"input_ids": ids})
+        self._embed_pages.read(ids.size)
         return np.asarray(embeds), np.asarray(per_layer)
 
     def decode(
@@ -286,7 +289,7 @@ class TextEngine:
             feeds["num_logits_to_keep"] = np.array(1, dtype=np.int64)
         names = ["logits", *(n.replace("past_key_values.", "present.") for n in self.past_names)]
         self.positions_run += steps
-        logits, *present = self._decoder.run(names, feeds)
+        logits, *present = self._decoder.run(names, feeds, self._returning if steps > 1 else None)
         tensors = {name: np.asarray(value) for name, value in zip(self.past_names, present, strict=True)}
         grown = cache.appended(tensors) if self._present_is_new else KVCache(tensors, total, cache.windows)
         return np.asarray(logits)[0, -1].astype(np.float32), grown
