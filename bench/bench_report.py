@@ -41,7 +41,7 @@ def one_line(figures: dict[str, Any]) -> str:
     """A worker's figures on one line."""
     return (
         f"prefill {figures['prefill_tokens_per_s']:8.1f} tok/s  decode {figures['decode_tokens_per_s']:7.2f} tok/s"
-        f"  ttft {figures['ttft_ms']:9.1f} ms  peak RSS {figures['peak_rss_mb']:7.1f} MB"
+        f"  ttft {figures['ttft_ms']:9.1f} ms  peak RSS {figures['peak_rss_mb']:7.1f} MiB"
         f"  load {figures['load_s']:.1f} s"
     )
 
@@ -100,7 +100,7 @@ def _case_rows(name: str, case: dict[str, Any], entry: dict[str, Any]) -> list[s
         "prefill_tokens_per_s": (f"prefill tok/s, {prompt} prompt", ".1f"),
         "ttft_ms": (f"TTFT ms, {prompt} prompt", ".0f"),
         "decode_tokens_per_s": (f"decode tok/s, {new} new after {prompt}", ".2f"),
-        "peak_rss_mb": (f"peak RSS MB ({prompt}+{new} run)", ".0f"),
+        "peak_rss_mb": (f"peak RSS MiB ({prompt}+{new} run)", ".0f"),
         "load_s": ("load s (sessions)", ".1f"),
     }
     rows = [f"  [{name}]"]

@@ -95,7 +95,7 @@ def make_engine(files: ModelFiles, options: EngineOptions) -> TextEngine:
 
 
 def _max_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB (as the peer's is read: ru_maxrss, KiB)."""
+    """This process's peak resident memory so far, in MiB (as the peer's is read: ru_maxrss, KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -107,7 +107,10 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     engine = make_engine(files, options)
     load_s = time.monotonic() - started
     after_load = rss_bytes()
-    rss: dict[str, Any] = {"load_peak_mb": _max_rss_mb(), "after_load_mb": after_load / MB if after_load else None}
+    rss: dict[str, Any] = {
+        "load_peak_mb": _max_rss_mb() * 2**20 / MB,
+        "after_load_mb": after_load / MB if after_load else None,
+    }
     tokenizer = Tokenizer(args.model)
     prompt = prompt_ids(files.info.vocab_size, args.prompt_tokens)
     generate(engine, prompt[:8], GenerationSettings(max_new_tokens=2), tokenizer.stream())  # warm-up
