@@ -55,8 +55,8 @@ class Spy:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.session, name)
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        outputs = self.session.run(names, feeds)
+    def run(self, names: list[str], feeds: dict[str, np.ndarray], options: Any = None) -> list[np.ndarray]:
+        outputs = self.session.run(names, feeds, options)
         self.calls.append((feeds, outputs[0].shape))
         return list(outputs)
 
