@@ -6,7 +6,8 @@ graph's: KL(softmax(fp32) || softmax(config)) mean / p99 / max, the largest abso
 agreement. Configurations: q4 at accuracy level 0 (as exported) and level 4 (int8 activations); "q4, float
 head": the q4 graph with its lm_head swapped for the fp32 graph's float one (what an export that leaves the head
 unquantized runs), as is and with the head quantized to INT8 / INT4; fp32 with an INT8 / INT4 head (the head's
-own error). With --speed, also prefill and decode tokens/s of each q4 configuration (best of --repeats).
+own error); the KV cache kept in float16, on fp32 (its own error) and on q4 at level 4. With --speed, also
+prefill and decode tokens/s of each q4 configuration (best of --repeats).
 Run: .venv/bin/python bench/fidelity.py --model models/tiny-gemma4 [--model DIR ...] [--speed] [--json]
 """
 
@@ -34,6 +35,7 @@ from edge_agent.model.runtime.graph_rewrite import (
     find_head,
     load_proto,
 )
+from edge_agent.model.runtime.graph_split import PRESENT_IS_NEW
 from edge_agent.model.store.files import ModelFiles, locate_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +61,8 @@ FIDELITY = [
     Config("q4, float head, level 4", "q4", LEVEL4, True),
     *(Config(f"q4, head -> {b}, level 4", "q4", Rewrites(int8_activations=True, head=b), True) for b in HEADS),
     *(Config(f"fp32, head -> {b}", "fp32", Rewrites(head=b)) for b in HEADS),
+    Config("fp32, KV cache float16", "fp32", Rewrites(kv_float16=True)),
+    Config("q4 level 4, KV cache float16", "q4", Rewrites(int8_activations=True, kv_float16=True)),
 ]
 SPEED = [
     Config("q4 as exported (all logits)", "q4", Rewrites(logits_to_keep=False)),
@@ -101,10 +105,13 @@ class Runner:
         self.decoder = open_session(files.decoder.onnx, options, ["CPUExecutionProvider"], prepared)
         self.inputs = {node.name: node for node in self.decoder.get_inputs()}
         self.past = sorted(n for n in self.inputs if n.startswith(PAST))
+        # a split graph's `present` outputs hold only the new positions, which the caller appends
+        self.appends = self.decoder.get_modelmeta().custom_metadata_map.get(PRESENT_IS_NEW) == "1"
 
     def empty(self) -> dict[str, np.ndarray]:
-        """A zero-length KV cache."""
-        return {n: np.zeros((1, self.inputs[n].shape[1], 0, self.inputs[n].shape[3]), np.float32) for n in self.past}
+        """A zero-length KV cache, in the type the graph takes (float16 with a float16 cache)."""
+        kinds = {n: np.float16 if self.inputs[n].type == "tensor(float16)" else np.float32 for n in self.past}
+        return {n: np.zeros((1, self.inputs[n].shape[1], 0, self.inputs[n].shape[3]), kinds[n]) for n in self.past}
 
     def run(self, names: list[str], ids: list[int], cache: dict[str, np.ndarray], keep: int) -> list[np.ndarray]:
         """The decoder outputs `names` for `ids` after `cache` (logits of the last `keep` positions, 0: all)."""
@@ -120,6 +127,8 @@ class Runner:
     def step(self, ids: list[int], cache: dict[str, np.ndarray], keep: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Logits [positions, vocab] of `ids` after `cache` and the grown cache."""
         logits, *present = self.run(["logits", *(n.replace(PAST, "present.") for n in self.past)], ids, cache, keep)
+        if self.appends:
+            present = [np.concatenate([cache[n], new], axis=2) for n, new in zip(self.past, present, strict=True)]
         return logits[0].astype(np.float32), dict(zip(self.past, present, strict=True))
 
     def teacher_forced(self, ids: list[int], chunk: int) -> np.ndarray:
