@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -127,6 +127,19 @@ class ModelSizes:
     sliding_window: int
     level4_repack_bytes: int = 0  # kept beyond the files if the decoder and encoder INT4 kernels run at level 4 here
     stored_level4_repack_bytes: int = 0  # the same for the kernels whose files already set level 4
+    kv_bytes_per_value: int = 4  # bytes of one cached key/value element as exported (2: a half-precision cache)
+
+    def with_float16_cache(self) -> ModelSizes:
+        """These sizes with the KV cache kept in float16 (`model.kv_cache: float16`; already so when half)."""
+        if self.kv_bytes_per_value <= 2:
+            return self
+        scale = self.kv_bytes_per_value // 2
+        return replace(
+            self,
+            kv_bytes_per_position=self.kv_bytes_per_position // scale,
+            sliding_kv_bytes_per_position=self.sliding_kv_bytes_per_position // scale,
+            kv_bytes_per_value=2,
+        )
 
     def kv_cache_bytes(self, context: int, trim_sliding: bool = False) -> int:
         """Keys plus values for `context` positions; with `trim_sliding`, sliding layers keep only their window."""

@@ -187,6 +187,7 @@ def admit(
 
     def estimate(root: Path, variant: str) -> MemoryEstimate:
         sizes = sizes_at(root, variant)
+        sizes = sizes.with_float16_cache() if model.kv_cache == "float16" else sizes
         repack = repack_bytes(sizes, model.int8_activations, model.accuracy_level)
         return estimate_memory(
             sizes,

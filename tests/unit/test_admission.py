@@ -100,6 +100,22 @@ def test_the_tiny_geometry_matches_the_cache_the_engine_really_grows() -> None:
     assert sum(t.nbytes for t in cache.tensors.values()) == geometry.cache_bytes(20, kv_bytes_per_value("q4"))
 
 
+def test_a_float16_cache_is_estimated_at_what_the_engine_grows() -> None:
+    from edge_agent.model.runtime.engine import EngineOptions, TextEngine
+    from edge_agent.model.runtime.graph_rewrite import Rewrites
+
+    files = locate_model(SMALL, "q4", verify=False)
+    options = EngineOptions(rewrites=Rewrites(kv_float16=True), graph_cache=None)
+    _, cache = TextEngine(files, options, ()).forward(list(range(3, 23)))
+    half = model_sizes(files).with_float16_cache()
+    assert sum(t.nbytes for t in cache.tensors.values()) == half.kv_cache_bytes(20)
+    assert half.kv_cache_bytes(4096) * 2 == model_sizes(files).kv_cache_bytes(4096)
+    assert half.with_float16_cache() == half  # already half: unchanged
+    full = admit(ModelConfig(path=LARGE), NO_FIXED_MARGIN, None, sizes_at).primary
+    halved = admit(ModelConfig(path=LARGE, kv_cache="float16"), NO_FIXED_MARGIN, None, sizes_at).primary
+    assert halved.kv_cache_bytes * 2 == full.kv_cache_bytes
+
+
 def test_estimate_counts_the_variants_files_kv_cache_and_margin() -> None:
     files = locate_model(LARGE, "q4", verify=False)
     estimate = estimate_memory(model_sizes(files), 4096, margin_pct=25, margin_mb=150)

@@ -62,14 +62,11 @@ class EngineOptions:
     @classmethod
     def from_config(cls, model: ModelConfig) -> EngineOptions:
         """The options a node's `model` section asks for."""
-        rewrites = Rewrites(
-            int8_activations=model.int8_activations, accuracy_level=model.accuracy_level, head=model.quantize_head
-        )
         return cls(
             providers=tuple(model.providers),
             intra_op_threads=model.intra_op_threads,
             inter_op_threads=model.inter_op_threads,
-            rewrites=rewrites,
+            rewrites=Rewrites.from_config(model),
             graph_cache=model.graph_cache_dir or default_cache_dir(),
         )
 

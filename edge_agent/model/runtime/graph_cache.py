@@ -19,6 +19,7 @@ from onnx import ModelProto
 from edge_agent.model.runtime.graph_attention import group_query_heads, slice_masks_to_keys
 from edge_agent.model.runtime.graph_fusion import fuse_elementwise
 from edge_agent.model.runtime.graph_head import head_bits, quantize_head
+from edge_agent.model.runtime.graph_kv_half import half_kv_cache
 from edge_agent.model.runtime.graph_rewrite import (
     Rewrites,
     add_logits_to_keep,
@@ -84,6 +85,8 @@ def apply_rewrites(model: ModelProto, folder: Path, rewrites: Rewrites) -> tuple
         log.debug("decoder: %d attention products grouped by KV head, %d masks follow their keys", grouped, masks)
         splits = split_kv_appends(model) if grouped else 0
         log.debug("decoder: %d KV caches appended in place (attention over past and new apart)", splits)
+        halved = half_kv_cache(model) if rewrites.kv_float16 else 0
+        log.debug("decoder: %d KV caches kept in float16", halved)
         changed |= grouped + masks > 0
     if rewrites.fused_ops:
         norms, gelus = fuse_elementwise(model)

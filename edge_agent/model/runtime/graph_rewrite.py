@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, helper
 
+from edge_agent.config.model import ModelConfig
+
 log = logging.getLogger(__name__)
 
 HeadQuantization = Literal["keep", "auto", "int8", "int4"]
@@ -31,6 +33,7 @@ class Rewrites:
     head: HeadQuantization = "keep"  # a float lm_head to INT8/INT4 MatMulNBits ("auto": INT8 in an INT4 decoder)
     grouped_attention: bool = True  # attention reads the KV cache itself, not a per-head copy; masks follow keys
     fused_ops: bool = True  # RMSNorm and tanh-GELU chains run as onnxruntime's fused kernels
+    kv_float16: bool = False  # the KV cache is kept in float16 between steps (needs grouped_attention's split)
 
     @property
     def new_node_level(self) -> int | None:
@@ -38,6 +41,16 @@ class Rewrites:
         if self.accuracy_level is not None:
             return self.accuracy_level
         return INT8_ACTIVATIONS if self.int8_activations else None
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> Rewrites:
+        """The rewrites a node's `model` section asks for."""
+        return cls(
+            int8_activations=model.int8_activations,
+            accuracy_level=model.accuracy_level,
+            head=model.quantize_head,
+            kv_float16=model.kv_cache == "float16",
+        )
 
     def kernels_only(self) -> Rewrites:
         """Only the INT4 kernels' accuracy level, for encoder graphs (int8 activations made the 5 s audio encoder

@@ -102,6 +102,7 @@ def model_sizes(files: ModelFiles) -> ModelSizes:
         sliding_window=geometry.sliding_window,
         level4_repack_bytes=sum(r.every_node for r in rewritten) + embed,
         stored_level4_repack_bytes=sum(r.stored_level4 for r in rewritten) + embed,
+        kv_bytes_per_value=per_value,
     )
     return sizes
 
