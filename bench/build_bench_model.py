@@ -153,16 +153,13 @@ def english_corpus() -> str:
     return CORPUS + "\n".join(text for _, text in sorted(topics.items()))
 
 
-def write_tokenizer(out: Path, vocab: int) -> dict[str, Any]:
+def write_tokenizer(out: Path, vocab: int) -> tuple[dict[str, int], dict[str, Any]]:
     """Train the benchmark tokenizer into `out`; returns its ids of the special tokens and how it splits text."""
     tokenizer, tokens = build_tokenizer(vocab, english_corpus())
     tokenizer.save(str(out / "tokenizer.json"))
     sample = "Is the garage door open? Transcribe the speech in this audio exactly, in its language."
-    return {
-        "tokens": tokens,
-        "corpus": "tiny_tokenizer.CORPUS + pydoc_data.topics",
-        "chars_per_token": round(len(sample) / len(tokenizer.encode(sample).ids), 2),
-    }
+    chars_per_token = round(len(sample) / len(tokenizer.encode(sample).ids), 2)
+    return tokens, {"corpus": "tiny_tokenizer.CORPUS + pydoc_data.topics", "chars_per_token": chars_per_token}
 
 
 def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, Any]:
@@ -178,8 +175,7 @@ def build(preset: str, out: Path, vocab: int, layers: int | None) -> dict[str, A
     if onnx_dir.is_dir():
         shutil.rmtree(onnx_dir)  # leftovers of an earlier build (per-tensor files) must not mix in
     onnx_dir.mkdir(parents=True)
-    trained = write_tokenizer(out, vocab)
-    tokens = trained.pop("tokens")
+    tokens, trained = write_tokenizer(out, vocab)
     template = REPO / "models" / "tiny_chat_template.jinja"
     write_metadata(out, config, tokens, PRESETS[preset]["global_head_dim"], template)
     media_ids = [tokens[t] for t in ("<|image|>", "<|audio|>", "<|video|>")]
@@ -248,10 +244,9 @@ def main() -> None:
         if (old["preset"], old["vocab_size"], old["num_hidden_layers"]) == (args.preset, args.vocab, wanted):
             print(f"{out}: already built ({done.name}); --force rebuilds")
             if "tokenizer" not in old:  # built before the English corpus: same special ids, new pieces
-                trained = write_tokenizer(out, old["vocab_size"])
-                old["tokenizer"] = {key: value for key, value in trained.items() if key != "tokens"}
+                _, old["tokenizer"] = write_tokenizer(out, old["vocab_size"])
                 done.write_text(json.dumps(old, indent=1) + "\n")
-                print(f"  tokenizer retrained: {trained['chars_per_token']} chars/token")
+                print(f"  tokenizer retrained: {old['tokenizer']['chars_per_token']} chars/token")
             if args.encoders:
                 add_encoders(out, old)
             return

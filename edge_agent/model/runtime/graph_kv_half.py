@@ -5,9 +5,9 @@ buffers. Here the new keys and values are rounded to float16 where they are made
 tensor, and the graph's own products over the new positions read it cast back, so a position gives the same
 scores whether it is read from this step or from the cache (a reused prefix gives the ids a fresh prefill does).
 `past_key_values.N` inputs are float16; every node that reads one reads its own float32 cast, made just before
-it. The cache takes half the memory, and at a long context each product reads a fresh float32 copy from the
-cache instead of streaming the whole cache from memory with a stride. It rounds every key and value to float16
-(10-bit mantissa): an error budget (bench/fidelity.py), not exact.
+it. The cache takes half the memory; it is not faster (at a 4k context at E2B shape the products take as long on
+the float32 copy, and the casts add to a step). It rounds every key and value to float16 (10-bit mantissa): an
+error budget (bench/fidelity.py), not exact. The engine sizes its cache from the inputs' type.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
 
 from edge_agent.model.runtime.graph_split import PRESENT_IS_NEW
 
-KV_FLOAT16 = "edge_agent.kv_float16"  # metadata: past inputs and present outputs are float16
 _PREFIX = "edge_agent/kv_half"
 _PAST, _PRESENT = "past_key_values.", "present."
 
@@ -82,5 +81,4 @@ def half_kv_cache(model: ModelProto) -> int:
         dims = value.type.tensor_type.shape.dim
         if value.name in pasts and len(dims) == 4 and dims[2].dim_param:  # its own length (sliding layers are cut):
             dims[2].dim_param = value.name + ".length"  # one shared name makes onnxruntime plan equal buffers
-    helper.set_model_props(model, {**props, KV_FLOAT16: "1"})
     return len(pasts)
